@@ -1,0 +1,5 @@
+"""Allows `python -m newsletter`."""
+
+from newsletter.cli import main
+
+main()

@@ -1,0 +1,96 @@
+"""The Typer app, its one error boundary and the helpers every command shares."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.text import Text
+from typer.core import TyperGroup
+
+from newsletter.errors import NewsletterError
+from newsletter.workspace import Workspace, find_workspace
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+def debugging() -> bool:
+    return os.environ.get("NEWSLETTER_DEBUG", "") not in ("", "0")
+
+
+def error_line(message: str) -> None:
+    """One line on stderr, never wrapped, never read as rich markup."""
+    err.print(Text.assemble(("Fehler: ", "bold red"), message), soft_wrap=True)
+
+
+class ErrorBoundary(TyperGroup):
+    """Turns the library's errors into one line and exit code 1 (NEWSLETTER_DEBUG=1 shows the traceback)."""
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except NewsletterError as exc:
+            if debugging():
+                raise
+            error_line(str(exc))
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            if debugging():
+                raise
+            err.print("\nAbgebrochen. Es wurde nichts halb geschrieben.", soft_wrap=True)
+            raise typer.Exit(130) from None
+
+
+app = typer.Typer(
+    cls=ErrorBoundary,
+    name="newsletter",
+    help="Schreiben, prüfen und versenden: dein monatlicher Newsletter aus Markdown.\n\n"
+    "Beispiel: [bold]newsletter new \"Innehalten\"[/] und dann "
+    "[bold]newsletter preview issues/2026-12-innehalten.md[/]",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+_workspace_option: dict[str, Path | None] = {"path": None}
+
+
+@app.callback()
+def root(
+    workspace: Path | None = typer.Option(
+        None, "--workspace", "-w", envvar="NEWSLETTER_WORKSPACE",
+        help="Ordner des Newsletters (sonst der aktuelle Ordner).", show_default=False,
+    ),
+) -> None:
+    """Schreiben, prüfen und versenden: dein monatlicher Newsletter aus Markdown."""
+    _workspace_option["path"] = workspace
+
+
+def current_workspace() -> Workspace:
+    return find_workspace(_workspace_option["path"])
+
+
+def print_json(data: Any) -> None:
+    """Machine-readable output for scripts: plain JSON on stdout, no colours."""
+    print(json.dumps(data, ensure_ascii=False, indent=2, default=str))
+
+
+def confirm(question: str, yes: bool) -> bool:
+    """Ask before something that mails people; refuse without a terminal unless --yes."""
+    if yes:
+        return True
+    if not _interactive():
+        raise NewsletterError(f"{question} Ohne Terminal frage ich nicht: mit --yes bestätigen.")
+    return typer.confirm(question, default=False)
+
+
+def _interactive() -> bool:
+    return sys.stdin.isatty()

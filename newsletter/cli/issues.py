@@ -1,0 +1,160 @@
+"""Commands for writing: init, new, render, preview, check."""
+
+from __future__ import annotations
+
+import webbrowser
+from pathlib import Path
+
+import typer
+from rich.markdown import Markdown
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from newsletter.check import CheckReport, check_issue
+from newsletter.cli.app import app, current_workspace, out, print_json
+from newsletter.issue import draft_issue, parse_issue
+from newsletter.preview import Preview, build_preview
+from newsletter.workspace import init_workspace
+
+ISSUE_ARG = typer.Argument(..., help="Die Ausgabe, z. B. issues/2026-12-innehalten.md", show_default=False)
+
+
+@app.command()
+def init(
+    directory: Path = typer.Argument(Path("."), help="Ordner für den neuen Arbeitsbereich."),
+) -> None:
+    """Legt einen Arbeitsbereich an: newsletter.toml, issues/, templates/, subscribers/, state/.
+
+    Vorhandene Dateien bleiben unverändert.
+
+    Beispiel: [bold]newsletter init mein-newsletter[/]
+    """
+    result = init_workspace(directory)
+    for path in result.created:
+        out.print(f"  angelegt    {path}")
+    for path in result.kept:
+        out.print(f"  [dim]vorhanden   {path} (unverändert)[/]")
+    out.print(f"\nAls Nächstes: Impressum und Absender in {directory / 'newsletter.toml'} eintragen, "
+              "dann [bold]newsletter new \"Titel\"[/].")
+
+
+@app.command()
+def new(
+    title: str = typer.Argument(..., help="Titel der Ausgabe; daraus wird Betreff und Dateiname."),
+    month: str | None = typer.Option(None, "--month", "-m", help="Monat JJJJ-MM (sonst der aktuelle)."),
+) -> None:
+    """Legt eine neue Ausgabe in issues/ an (überschreibt nie).
+
+    Beispiel: [bold]newsletter new "Krisen als Chance" --month 2026-12[/]
+    """
+    path = draft_issue(current_workspace(), title, month)
+    out.print(str(path), soft_wrap=True)
+
+
+@app.command()
+def render(
+    issue: str = ISSUE_ARG,
+    out_dir: Path | None = typer.Option(None, "--out", "-o", help="Zielordner (sonst state/build/)."),
+    as_email: str | None = typer.Option(None, "--as", help="Für diese Abonnentin personalisieren."),
+) -> None:
+    """Erzeugt die fertige HTML- und Textfassung einer Ausgabe als Dateien.
+
+    Beispiel: [bold]newsletter render issues/2026-12-innehalten.md --out build/[/]
+    """
+    workspace = current_workspace()
+    preview = build_preview(workspace, parse_issue(workspace.resolve_issue(issue)), as_email)
+    target = out_dir or workspace.build_dir
+    target.mkdir(parents=True, exist_ok=True)
+    slug = preview.report.issue.slug
+    html_path, text_path = target / f"{slug}.html", target / f"{slug}.txt"
+    html_path.write_text(preview.html, encoding="utf-8")
+    text_path.write_text(preview.text, encoding="utf-8")
+    out.print(str(html_path), soft_wrap=True)
+    out.print(str(text_path), soft_wrap=True)
+
+
+@app.command()
+def preview(
+    issue: str = ISSUE_ARG,
+    as_email: str | None = typer.Option(None, "--as", help="So sieht es diese Abonnentin."),
+    text: bool = typer.Option(False, "--text", help="Nur den exakten Textteil ausgeben."),
+    html: Path | None = typer.Option(None, "--html", help="Personalisiertes HTML in diese Datei schreiben."),
+    open_browser: bool = typer.Option(False, "--open", help="HTML im Browser öffnen."),
+) -> None:
+    """Zeigt die Ausgabe im Terminal, so wie eine Abonnentin sie bekäme.
+
+    Beispiel: [bold]newsletter preview issues/2026-12-innehalten.md --as anna@example.org[/]
+    """
+    workspace = current_workspace()
+    shown = build_preview(workspace, parse_issue(workspace.resolve_issue(issue)), as_email)
+    if text:
+        print(shown.text)
+        return
+    if html or open_browser:
+        target = html or workspace.build_dir / f"{shown.report.issue.slug}.preview.html"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(shown.html, encoding="utf-8")
+        out.print(f"HTML: {target}", soft_wrap=True)
+        if open_browser:
+            webbrowser.open(target.resolve().as_uri())
+        if html and not open_browser:
+            return
+    _print_preview(shown)
+
+
+def _print_preview(shown: Preview) -> None:
+    issue = shown.report.issue
+    head = Table.grid(padding=(0, 2))
+    head.add_column(style="dim")
+    head.add_column()
+    for label, value in (
+        ("Von", shown.sender), ("An", shown.to), ("Betreff", issue.subject),
+        ("Vorschau", issue.preheader or "–"),
+        ("Größe", f"HTML {_kb(len(shown.html.encode()))}, Text {_kb(len(shown.text.encode()))}"),
+    ):
+        head.add_row(label, Text(value))
+    out.print(Panel(head, title=issue.path.name, title_align="left", border_style="green"))
+    out.print(Markdown(shown.markdown, hyperlinks=False))
+    if issue.button_text:
+        out.print(Panel(Text(f"{issue.button_text} → {issue.button_url}"), expand=False))
+    if shown.links:
+        out.print("\n[bold]Links[/]")
+        for number, link in enumerate(shown.links, start=1):
+            out.print(f"  [{number}] {link}", soft_wrap=True, markup=False)
+    _print_findings(shown.report)
+
+
+def _kb(size: int) -> str:
+    return f"{size / 1000:.1f} KB"
+
+
+def _print_findings(report: CheckReport) -> None:
+    for finding in report.errors:
+        out.print(Text.assemble(("Fehler: ", "bold red"), str(finding)), soft_wrap=True)
+    for finding in report.warnings:
+        out.print(Text.assemble(("Hinweis: ", "yellow"), str(finding)), soft_wrap=True)
+
+
+@app.command()
+def check(
+    issue: str = ISSUE_ARG,
+    json_output: bool = typer.Option(False, "--json", help="Ergebnis als JSON."),
+) -> None:
+    """Prüft eine Ausgabe vor dem Versand. Exit-Code 1 bei Fehlern, 0 bei nur Hinweisen.
+
+    Beispiel: [bold]newsletter check issues/2026-12-innehalten.md[/]
+    """
+    workspace = current_workspace()
+    report = check_issue(workspace, parse_issue(workspace.resolve_issue(issue)))
+    if json_output:
+        print_json({"ok": report.ok, "html_bytes": report.html_bytes,
+                    "errors": [str(f) for f in report.errors],
+                    "warnings": [str(f) for f in report.warnings]})
+    else:
+        _print_findings(report)
+        if report.ok:
+            size = f" (HTML {_kb(report.html_bytes)})" if report.html_bytes else ""
+            out.print(f"[green]✓[/] {report.issue.path.name} ist bereit zum Versand{size}.", soft_wrap=True)
+    if not report.ok:
+        raise typer.Exit(1)

@@ -1,0 +1,264 @@
+"""newsletter.toml, read once into validated dataclasses; every error names the file and the key."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from email_validator import EmailNotValidError, validate_email
+
+from newsletter.errors import ConfigError
+
+LANGUAGES = ("de", "en")
+SECURITY_MODES = ("starttls", "ssl", "none")
+DEFAULT_PORTS = {"starttls": 587, "ssl": 465, "none": 25}
+
+
+@dataclass(frozen=True)
+class NewsletterSettings:
+    name: str
+    from_email: str
+    from_name: str = ""
+    language: str = "de"
+    reply_to: str = ""
+    list_id: str = ""
+    base_url: str = ""
+    website: str = ""
+    why: str = ""
+    consent_text: str = ""
+    consent_version: str = "1"
+    archive_path: str = "/archiv/"
+
+
+@dataclass(frozen=True)
+class Imprint:
+    name: str = ""
+    address: str = ""
+    email: str = ""
+    phone: str = ""
+    lines: list[str] = field(default_factory=list)
+
+    REQUIRED: typing.ClassVar[tuple[str, ...]] = ("name", "address", "email")
+
+    def missing(self) -> list[str]:
+        """Required fields that are still empty (German law wants all of them in every mail)."""
+        return [key for key in self.REQUIRED if not getattr(self, key).strip()]
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    host: str = ""
+    port: int = 0
+    security: str = "starttls"
+    username: str = ""
+    password_command: str = ""
+    timeout: float = 30.0
+    connections: int = 1
+    rate_limit: str = ""
+    daily_limit: int = 0
+    tls_ca_file: str = ""
+    local_hostname: str = ""
+
+    @property
+    def effective_port(self) -> int:
+        return self.port or DEFAULT_PORTS[self.security]
+
+    @property
+    def messages_per_second(self) -> float | None:
+        """The configured rate as messages per second, or None for no limit."""
+        return parse_rate(self.rate_limit) if self.rate_limit else None
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    host: str = "127.0.0.1"
+    port: int = 8025
+    confirm_days: int = 7
+    welcome_mail: bool = True
+    trust_proxy: bool = False
+    signups_per_hour: int = 10
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    newsletter: NewsletterSettings
+    imprint: Imprint
+    smtp: SmtpSettings
+    web: WebSettings
+
+    @property
+    def list_id(self) -> str:
+        """List-Id value: configured, or derived from the sender's domain."""
+        return self.newsletter.list_id or "newsletter." + self.newsletter.from_email.split("@")[1]
+
+    @property
+    def base_url(self) -> str:
+        return self.newsletter.base_url.rstrip("/")
+
+
+SECTIONS: dict[str, type] = {
+    "newsletter": NewsletterSettings,
+    "imprint": Imprint,
+    "smtp": SmtpSettings,
+    "web": WebSettings,
+}
+
+_RATE_UNITS = {
+    "second": 1, "sekunde": 1, "s": 1, "sec": 1,
+    "minute": 60, "min": 60, "m": 60,
+    "hour": 3600, "stunde": 3600, "h": 3600,
+    "day": 86400, "tag": 86400, "d": 86400,
+}
+
+
+def parse_rate(text: str) -> float:
+    """Turn "500/hour" or "10/second" into messages per second."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*/\s*([A-Za-z]+)\s*", text)
+    if not match or match.group(2).lower() not in _RATE_UNITS or float(match.group(1)) <= 0:
+        raise ValueError(f'"{text}" ist keine Rate wie "500/hour" oder "10/second"')
+    return float(match.group(1)) / _RATE_UNITS[match.group(2).lower()]
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate newsletter.toml; raise ConfigError naming file and key."""
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: nicht gefunden. Ist das der richtige Ordner? "
+            "(`newsletter init` legt einen neuen Arbeitsbereich an)"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: kann nicht gelesen werden ({exc})") from None
+    try:
+        data = tomllib.loads(raw)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {toml_error_text(exc)}") from None
+    return config_from_dict(path, data)
+
+
+def toml_error_text(exc: tomllib.TOMLDecodeError, line_offset: int = 0) -> str:
+    """A TOML error as "line N: what", with the line shifted for embedded TOML."""
+    message = str(exc)
+    match = re.search(r"\(at line (\d+), column (\d+)\)", message)
+    if not match:
+        return f"ungültiges TOML: {message}"
+    what = message[: match.start()].strip()
+    return f"Zeile {int(match.group(1)) + line_offset}: ungültiges TOML: {what}"
+
+
+def config_from_dict(path: Path, data: dict[str, Any]) -> Config:
+    for key in data:
+        if key not in SECTIONS:
+            raise ConfigError(f"{path}: unbekannter Abschnitt [{key}]{_did_you_mean(key, SECTIONS)}")
+    sections = {name: _section(path, name, cls, data.get(name, {})) for name, cls in SECTIONS.items()}
+    if "newsletter" not in data:
+        raise ConfigError(f"{path}: der Abschnitt [newsletter] fehlt")
+    config = Config(path=path, **sections)
+    _validate(config)
+    return config
+
+
+def _section(path: Path, name: str, cls: type, values: Any) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: [{name}] muss ein Abschnitt sein, kein einzelner Wert")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    for key in values:
+        if key not in fields:
+            raise ConfigError(f"{path}: [{name}] {key}: unbekannter Schlüssel{_did_you_mean(key, fields)}")
+    for f in fields.values():
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if required and f.name not in values:
+            raise ConfigError(f"{path}: [{name}] {f.name}: fehlt, muss angegeben werden")
+    converted = {}
+    for key, value in values.items():
+        converted[key] = _convert(path, f"[{name}] {key}", hints[key], value)
+    return cls(**converted)
+
+
+def _convert(path: Path, where: str, hint: Any, value: Any) -> Any:
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    origin = typing.get_origin(hint)
+    if origin is list:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f'{path}: {where}: erwartet eine Liste von Texten wie ["…", "…"]')
+        return value
+    expected = hint if isinstance(hint, type) and not isinstance(hint, types.GenericAlias) else str
+    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+        names = {str: "einen Text in Anführungszeichen", int: "eine ganze Zahl",
+                 float: "eine Zahl", bool: "true oder false"}
+        raise ConfigError(f"{path}: {where}: erwartet {names[expected]}, gefunden {value!r}")
+    return value
+
+
+def _validate(config: Config) -> None:
+    path, nl, smtp, web = config.path, config.newsletter, config.smtp, config.web
+
+    def fail(where: str, message: str) -> typing.NoReturn:
+        raise ConfigError(f"{path}: {where}: {message}")
+
+    if nl.language not in LANGUAGES:
+        fail("[newsletter] language", f'"{nl.language}" wird nicht unterstützt, erlaubt: "de" oder "en"')
+    for key in ("from_email", "reply_to"):
+        value = getattr(nl, key)
+        if value and not _valid_email(value):
+            fail(f"[newsletter] {key}", f'"{value}" ist keine gültige E-Mail-Adresse')
+    if not nl.from_email:
+        fail("[newsletter] from_email", "darf nicht leer sein")
+    if config.imprint.email and not _valid_email(config.imprint.email):
+        fail("[imprint] email", f'"{config.imprint.email}" ist keine gültige E-Mail-Adresse')
+    if nl.base_url and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", nl.base_url):
+        fail("[newsletter] base_url", f'"{nl.base_url}" ist keine Adresse wie "https://example.org"')
+    if nl.website and not re.fullmatch(r"https?://\S+", nl.website):
+        fail("[newsletter] website", f'"{nl.website}" ist keine Adresse wie "https://example.org"')
+    if not nl.archive_path.startswith("/") or not nl.archive_path.endswith("/"):
+        fail("[newsletter] archive_path", 'muss mit "/" beginnen und enden, z. B. "/archiv/"')
+    if smtp.security not in SECURITY_MODES:
+        fail("[smtp] security", f'"{smtp.security}" ist unbekannt, erlaubt: starttls, ssl, none')
+    if not 0 <= smtp.port <= 65535:
+        fail("[smtp] port", f"{smtp.port} ist kein gültiger Port")
+    if smtp.connections < 1 or smtp.connections > 20:
+        fail("[smtp] connections", "muss zwischen 1 und 20 liegen")
+    if smtp.timeout <= 0:
+        fail("[smtp] timeout", "muss größer als 0 sein")
+    if smtp.daily_limit < 0:
+        fail("[smtp] daily_limit", "darf nicht negativ sein (0 heißt: keine Grenze)")
+    if smtp.rate_limit:
+        try:
+            parse_rate(smtp.rate_limit)
+        except ValueError as exc:
+            fail("[smtp] rate_limit", str(exc))
+    if smtp.tls_ca_file and not _resolve(path, smtp.tls_ca_file).is_file():
+        fail("[smtp] tls_ca_file", f'"{smtp.tls_ca_file}" nicht gefunden')
+    if web.confirm_days < 1:
+        fail("[web] confirm_days", "muss mindestens 1 sein")
+    if not 0 < web.port <= 65535:
+        fail("[web] port", f"{web.port} ist kein gültiger Port")
+
+
+def _resolve(config_path: Path, value: str) -> Path:
+    candidate = Path(value).expanduser()
+    return candidate if candidate.is_absolute() else config_path.parent / candidate
+
+
+def _valid_email(value: str) -> bool:
+    try:
+        validate_email(value, check_deliverability=False)
+    except EmailNotValidError:
+        return False
+    return True
+
+
+def _did_you_mean(key: str, known: typing.Iterable[str]) -> str:
+    close = difflib.get_close_matches(key, list(known), n=1)
+    return f" (meintest du „{close[0]}“?)" if close else ""

@@ -1,0 +1,101 @@
+"""Merge fields: `{{ first_name }}` or `{{ first_name | default("du") }}` in an issue.
+
+Fields are swapped for slot tokens before rendering, so the issue is rendered once;
+each recipient's copy is then made by filling the slots (HTML-escaped in the HTML part).
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+FIELDS = ("first_name", "last_name", "name", "email")
+UNSUBSCRIBE = "unsubscribe_url"  # filled by the tool, not written by the author
+
+# Anything between {{ and }} is meant as a merge field; the strict pattern says which are valid.
+ANY_FIELD = re.compile(r"\{\{(.*?)\}\}")
+FIELD = re.compile(
+    r"""\s*(?P<name>[A-Za-z_]\w*)\s*
+        (?:\|\s*default\(\s*(?:"(?P<dq>[^"]*)"|'(?P<sq>[^']*)'|„(?P<gq>[^“]*)“)\s*\)\s*)?""",
+    re.VERBOSE,
+)
+SLOT = re.compile(r"NLSLOT(\d+)Q")
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+@dataclass(frozen=True)
+class Slot:
+    field: str
+    fallback: str = ""
+
+    def value(self, values: Mapping[str, str]) -> str:
+        return (values.get(self.field) or "").strip() or self.fallback
+
+
+@dataclass(frozen=True)
+class FieldProblem:
+    line: int  # 0-based line within the scanned text
+    message: str
+
+
+class SlotTable:
+    """Hands out one token per distinct (field, fallback) and remembers them in order."""
+
+    def __init__(self) -> None:
+        self.slots: list[Slot] = []
+
+    def token(self, slot: Slot) -> str:
+        if slot not in self.slots:
+            self.slots.append(slot)
+        return f"NLSLOT{self.slots.index(slot)}Q"
+
+    def protect(self, text: str) -> tuple[str, list[FieldProblem]]:
+        """Replace every merge field with its slot token; unknown fields are reported, not kept."""
+        problems: list[FieldProblem] = []
+
+        def replace(match: re.Match[str]) -> str:
+            line = text.count("\n", 0, match.start())
+            parsed = FIELD.fullmatch(match.group(1))
+            if parsed is None:
+                problems.append(FieldProblem(line, f"Platzhalter „{match.group(0)}“ ist nicht lesbar "
+                                                   '(so geht es: {{ first_name | default("du") }})'))
+                return ""
+            name = parsed.group("name")
+            if name not in FIELDS:
+                known = ", ".join(FIELDS)
+                problems.append(FieldProblem(line, f"unbekannter Platzhalter „{name}“ (bekannt: {known})"))
+                return ""
+            fallback = parsed.group("dq") or parsed.group("sq") or parsed.group("gq") or ""
+            return self.token(Slot(name, fallback))
+
+        return ANY_FIELD.sub(replace, text), problems
+
+
+def split_slots(text: str) -> list[str | int]:
+    """Split a rendered text into literal pieces and slot numbers, once per issue."""
+    pieces: list[str | int] = []
+    for index, piece in enumerate(SLOT.split(text)):
+        if index % 2:
+            pieces.append(int(piece))
+        elif piece:
+            pieces.append(piece)
+    return pieces
+
+
+def fill(pieces: list[str | int], slots: list[Slot], values: Mapping[str, str],
+         escape: bool) -> str:
+    """Join literal pieces with this recipient's values (HTML-escaped when escape is set)."""
+    filled = [slots[i].value(values) for i in range(len(slots))]
+    if escape:
+        filled = [html.escape(value, quote=True) for value in filled]
+    return "".join(piece if isinstance(piece, str) else filled[piece] for piece in pieces)
+
+
+def recipient_values(email: str, name: str, unsubscribe_url: str = "") -> dict[str, str]:
+    """The merge values for one person; control characters in a name never reach the mail."""
+    clean = " ".join(CONTROL.sub(" ", name).split())
+    first, _, last = clean.partition(" ")
+    return {"email": email, "name": clean, "first_name": first, "last_name": last,
+            UNSUBSCRIBE: unsubscribe_url}

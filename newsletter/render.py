@@ -1,0 +1,258 @@
+"""Render an issue once: Markdown → MJML template → HTML with inlined CSS, plus a plain-text part.
+
+The output still holds slot tokens for merge fields and the unsubscribe link; `personalize`
+fills them per recipient without rendering again.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import textwrap
+from dataclasses import dataclass, field
+from functools import cached_property
+from urllib.parse import urlsplit
+
+import markupsafe
+from markdown_it import MarkdownIt
+from markdown_it.tree import SyntaxTreeNode
+from mjml import mjml2html
+from premailer import Premailer
+
+from newsletter.config import Config
+from newsletter.errors import IssueError
+from newsletter.issue import Issue
+from newsletter.merge import UNSUBSCRIBE, FieldProblem, Slot, SlotTable, fill, split_slots
+from newsletter.texts import texts
+from newsletter.workspace import Workspace
+
+QUOTES = {"de": "„“‚‘", "en": "“”‘’"}
+TEXT_WIDTH = 72
+DOCTYPE = "<!doctype html>"
+
+
+def markdown(language: str) -> MarkdownIt:
+    """CommonMark with tables, strikethrough and the language's typographic quotes and dashes."""
+    md = MarkdownIt("commonmark", {"typographer": True, "quotes": QUOTES[language]})
+    return md.enable(["table", "strikethrough", "replacements", "smartquotes"])
+
+
+@dataclass(frozen=True)
+class RenderedIssue:
+    """One issue rendered for everybody; slot tokens stand where each person's values go."""
+
+    issue: Issue
+    config: Config
+    html: str
+    text: str
+    slots: list[Slot]
+    links: list[str] = field(default_factory=list)
+    images: list[tuple[str, str]] = field(default_factory=list)  # (src, alt)
+    web_url: str = ""
+
+    @cached_property
+    def html_pieces(self) -> list[str | int]:
+        return split_slots(self.html)
+
+    @cached_property
+    def text_pieces(self) -> list[str | int]:
+        return split_slots(self.text)
+
+    def personalize(self, values: dict[str, str]) -> tuple[str, str]:
+        """This person's HTML and plain text."""
+        return (fill(self.html_pieces, self.slots, values, escape=True),
+                fill(self.text_pieces, self.slots, values, escape=False))
+
+
+def protect_fields(issue: Issue) -> tuple[SlotTable, str, list[FieldProblem]]:
+    """Swap the body's merge fields for slot tokens; the unsubscribe slot is always slot 0."""
+    table = SlotTable()
+    table.token(Slot(UNSUBSCRIBE))
+    body, problems = table.protect(issue.body)
+    return table, body, problems
+
+
+def render_issue(workspace: Workspace, issue: Issue) -> RenderedIssue:
+    """Render the issue's HTML and text once; unknown merge fields are an IssueError."""
+    config = workspace.config
+    table, body, problems = protect_fields(issue)
+    if problems:
+        first = problems[0]
+        raise IssueError(f"{issue.where(first.line)}: {first.message}")
+    unsubscribe = table.token(Slot(UNSUBSCRIBE))
+    md = markdown(config.newsletter.language)
+    tokens = md.parse(body)
+    tree = SyntaxTreeNode(tokens)
+    web_url = archive_url(config, issue)
+    context = template_context(config, issue, unsubscribe, web_url)
+    body_html = md.renderer.render(tokens, md.options, {})
+    html = mjml_to_html(workspace, {**context, "body_html": markupsafe.Markup(body_html)})
+    plain = PlainText(config.newsletter.language)
+    body_text = plain.render(tree)
+    text = workspace.templates.get_template("newsletter.txt").render(
+        **context, body_text=body_text, links=plain.links)
+    return RenderedIssue(
+        issue=issue, config=config, html=html, text=text, slots=table.slots,
+        links=_unique([*plain.links, *( [issue.button_url] if issue.button_url else [])]),
+        images=plain.images, web_url=web_url,
+    )
+
+
+def archive_url(config: Config, issue: Issue) -> str:
+    """The issue's public web page, or "" when it is not archived or no base_url is set."""
+    if not issue.archive or not config.base_url:
+        return ""
+    return f"{config.base_url}{config.newsletter.archive_path}{issue.slug}.html"
+
+
+def template_context(config: Config, issue: Issue, unsubscribe_url: str, web_url: str) -> dict:
+    nl = config.newsletter
+    words = texts(nl.language)
+    site = urlsplit(nl.website).hostname if nl.website else ""
+    why = nl.why or (words["why_site"].format(site=site) if site else words["why"])
+    return {
+        "newsletter": nl, "imprint": config.imprint, "issue": issue, "t": words,
+        "subject": issue.subject, "preheader": issue.preheader, "why": why,
+        "unsubscribe_url": unsubscribe_url, "web_url": web_url, "language": nl.language,
+    }
+
+
+def mjml_to_html(workspace: Workspace, context: dict) -> str:
+    """Jinja2 → MJML → HTML, then premailer inlines the CSS the way email clients need it."""
+    mjml_source = workspace.templates.get_template("newsletter.mjml").render(**context)
+    try:
+        html = mjml2html(mjml_source, fonts={})
+    except Exception as exc:  # noqa: BLE001 - mjml-python raises plain exceptions
+        raise IssueError(f"templates/newsletter.mjml: MJML-Fehler: {exc}") from None
+    return inline_css(html)
+
+
+def inline_css(html: str) -> str:
+    """Inline CSS with premailer: no network, @media keeps !important, doctype kept."""
+    inlined = Premailer(
+        html,
+        strip_important=False,
+        keep_style_tags=True,
+        allow_network=False,
+        allow_loading_external_files=False,
+        disable_validation=True,
+        cssutils_logging_level=logging.CRITICAL,
+    ).transform()
+    # premailer drops the doctype; without it clients fall back to quirks mode.
+    if not inlined.lstrip().lower().startswith("<!doctype"):
+        inlined = f"{DOCTYPE}\n{inlined}"
+    return inlined
+
+
+def _unique(items: list[str]) -> list[str]:
+    return list(dict.fromkeys(items))
+
+
+class PlainText:
+    """Markdown syntax tree → readable plain text; links become numbered references."""
+
+    def __init__(self, language: str) -> None:
+        self.words = texts(language)
+        self.links: list[str] = []
+        self.images: list[tuple[str, str]] = []
+
+    def render(self, tree: SyntaxTreeNode) -> str:
+        return "\n\n".join(block for block in self._blocks(tree.children) if block).strip()
+
+    def _blocks(self, nodes: list[SyntaxTreeNode]) -> list[str]:
+        return [self._block(node) for node in nodes]
+
+    def _block(self, node: SyntaxTreeNode) -> str:
+        kind = node.type
+        if kind == "paragraph":
+            return _wrap(self._inline_of(node))
+        if kind == "heading":
+            title = self._inline_of(node)
+            underline = {"h1": "=", "h2": "-"}.get(node.tag)
+            return f"{title}\n{underline * min(len(title), TEXT_WIDTH)}" if underline else title
+        if kind in ("bullet_list", "ordered_list"):
+            start = int(node.attrs.get("start", 1))
+            items = []
+            for number, item in enumerate(node.children, start=start):
+                marker = f"{number}. " if kind == "ordered_list" else "- "
+                items.append(_indent(self.render(item), marker))
+            loose = any(not child.hidden for item in node.children for child in item.children
+                        if child.type == "paragraph")
+            return ("\n\n" if loose else "\n").join(items)
+        if kind == "blockquote":
+            return "\n".join(f"> {line}".rstrip() for line in self.render(node).split("\n"))
+        if kind in ("fence", "code_block"):
+            return textwrap.indent(node.content.rstrip("\n"), "    ")
+        if kind == "hr":
+            return "* * *"
+        if kind == "table":
+            return self._table(node)
+        if kind == "html_block":
+            return _strip_tags(node.content).strip()
+        return self.render(node)
+
+    def _table(self, node: SyntaxTreeNode) -> str:
+        rows = [[self._inline_of(cell) for cell in row.children]
+                for section in node.children for row in section.children]
+        widths = [max(len(row[i]) for row in rows if i < len(row)) for i in range(len(rows[0]))]
+        lines = [" | ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip()
+                 for row in rows]
+        lines.insert(1, "-+-".join("-" * width for width in widths))
+        return "\n".join(lines)
+
+    def _inline_of(self, node: SyntaxTreeNode) -> str:
+        inline = node.children[0] if node.children and node.children[0].type == "inline" else node
+        return self._inline(inline.children).strip()
+
+    def _inline(self, nodes: list[SyntaxTreeNode]) -> str:
+        out = []
+        for node in nodes:
+            kind = node.type
+            if kind == "text":
+                out.append(node.content)
+            elif kind == "softbreak":
+                out.append(" ")
+            elif kind == "hardbreak":
+                out.append("\n")
+            elif kind == "code_inline":
+                out.append(node.content)
+            elif kind == "link":
+                label = self._inline(node.children)
+                href = str(node.attrs.get("href", ""))
+                out.append(self._link(label, href))
+            elif kind == "image":
+                alt = self._inline(node.children) or str(node.attrs.get("alt", ""))
+                self.images.append((str(node.attrs.get("src", "")), alt))
+                out.append(f"[{self.words['image']}: {alt}]" if alt else "")
+            elif kind == "html_inline":
+                continue
+            else:
+                out.append(self._inline(node.children))
+        return "".join(out)
+
+    def _link(self, label: str, href: str) -> str:
+        if href.startswith("mailto:"):
+            address = href.removeprefix("mailto:")
+            return label if address in label else f"{label} ({address})"
+        if label.strip() in (href, href.removeprefix("https://"), href.removeprefix("http://")):
+            return href
+        if href not in self.links:
+            self.links.append(href)
+        return f"{label} [{self.links.index(href) + 1}]"
+
+
+def _wrap(text: str) -> str:
+    return "\n".join(
+        textwrap.fill(line, TEXT_WIDTH, break_long_words=False, break_on_hyphens=False)
+        for line in text.split("\n")
+    )
+
+
+def _indent(text: str, marker: str) -> str:
+    pad = " " * len(marker)
+    lines = text.split("\n")
+    return "\n".join([marker + lines[0], *((pad + line) if line else "" for line in lines[1:])])
+
+
+def _strip_tags(html: str) -> str:
+    return re.sub(r"<[^>]+>", "", html)
