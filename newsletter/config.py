@@ -65,6 +65,8 @@ class SmtpSettings:
     daily_limit: int = 0
     tls_ca_file: str = ""
     local_hostname: str = ""
+    retry_delay: float = 60.0   # first retry of a 4xx after this many seconds, doubling after
+    limit_pause: float = 600.0  # pause when the provider says "too many" (hourly caps)
 
     @property
     def effective_port(self) -> int:
@@ -231,6 +233,8 @@ def _validate(config: Config) -> None:
         fail("[smtp] connections", "muss zwischen 1 und 20 liegen")
     if smtp.timeout <= 0:
         fail("[smtp] timeout", "muss größer als 0 sein")
+    if smtp.retry_delay < 0 or smtp.limit_pause < 0:
+        fail("[smtp] retry_delay" if smtp.retry_delay < 0 else "[smtp] limit_pause", "darf nicht negativ sein")
     if smtp.daily_limit < 0:
         fail("[smtp] daily_limit", "darf nicht negativ sein (0 heißt: keine Grenze)")
     if smtp.rate_limit:

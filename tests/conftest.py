@@ -74,7 +74,7 @@ def write_issue(ws: Workspace, name: str, body: str, **meta: object) -> Path:
     return path
 
 
-def invoke(runner: CliRunner, *args: str, input: str | None = None):  # noqa: A002
+def invoke(runner: CliRunner, *args: str, input: str | None = None):
     """Run the CLI like a user would and return the result (stdout and stderr kept apart)."""
     return runner.invoke(app, list(args), input=input, catch_exceptions=False)
 

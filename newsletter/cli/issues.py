@@ -22,7 +22,7 @@ ISSUE_ARG = typer.Argument(..., help="Die Ausgabe, z. B. issues/2026-12-innehalt
 
 @app.command()
 def init(
-    directory: Path = typer.Argument(Path("."), help="Ordner für den neuen Arbeitsbereich."),
+    directory: Path = typer.Argument(Path(), help="Ordner für den neuen Arbeitsbereich."),
 ) -> None:
     """Legt einen Arbeitsbereich an: newsletter.toml, issues/, templates/, subscribers/, state/.
 

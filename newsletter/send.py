@@ -1,0 +1,321 @@
+"""Sending an issue: freeze the recipients, then deliver each message exactly once.
+
+The journal decides who is next; the transport says what the server answered; this module
+turns answers into journal states, keeps the rate, retries temporary failures with backoff,
+pauses when the provider says "too much", and stops cleanly when asked.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from newsletter.check import CheckReport, check_issue
+from newsletter.errors import NewsletterError, TransportError
+from newsletter.issue import Issue
+from newsletter.journal import (
+    DEFERRED,
+    FAILED,
+    PENDING,
+    SENT,
+    UNKNOWN,
+    Row,
+    SendJournal,
+    journal_path,
+    sent_today,
+)
+from newsletter.message import MessageFactory, OutgoingMessage, Recipient
+from newsletter.render import RenderedIssue
+from newsletter.subscribers import BOUNCED, SubscriberStore
+from newsletter.transport import Delivery, Transport
+from newsletter.workspace import Workspace
+
+DONE, INTERRUPTED, DAILY_LIMIT, PROVIDER_LIMIT, WAITING = (
+    "done", "interrupted", "daily_limit", "provider_limit", "waiting")
+
+
+@dataclass(frozen=True)
+class SendOptions:
+    rate: float | None = None          # messages per second, None for as fast as the server takes
+    daily_limit: int = 0               # 0: no limit
+    connections: int = 1
+    retry_delay: float = 60.0          # first retry of a 4xx after this many seconds, then doubling
+    max_attempts: int = 5              # then a deferred message counts as failed
+    max_wait: float = 900.0            # how long a run waits for retries before leaving them for later
+    limit_pause: float = 600.0         # pause after the provider says "too many"
+    max_pauses: int = 3                # then stop and let the author continue later
+
+
+@dataclass
+class SendSummary:
+    counts: dict[str, int]
+    reason: str
+    transport: str
+    seconds: float
+    delivered_now: int = 0
+    failed_now: list[tuple[str, int | None, str]] = field(default_factory=list)
+    bounced_now: list[str] = field(default_factory=list)
+    recovered_unknown: int = 0
+
+
+class SubscriberWatch:
+    """Who may still be mailed: re-read whenever the subscriber file changes during a send."""
+
+    def __init__(self, store: SubscriberStore) -> None:
+        self.store = store
+        self._stamp: tuple[int, int] | None = None
+        self.active: frozenset[str] = frozenset()
+        self._lock = threading.Lock()
+
+    def refresh(self) -> frozenset[str]:
+        with self._lock:
+            try:
+                info = os.stat(self.store.path)
+                stamp = (info.st_mtime_ns, info.st_size, info.st_ino)
+            except FileNotFoundError:
+                stamp = (0, 0, 0)
+            if stamp != self._stamp:
+                self._stamp = stamp
+                self.active = frozenset(s.id for s in self.store.active())
+            return self.active
+
+
+class SendRun:
+    """Delivers the due rows of one journal over one or more transports."""
+
+    def __init__(self, journal: SendJournal, factory: MessageFactory,
+                 transports: Callable[[], Transport], store: SubscriberStore,
+                 options: SendOptions, journal_dir: Path,
+                 progress: Callable[[str], None] = lambda state: None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.journal = journal
+        self.factory = factory
+        self.transports = transports
+        self.store = store
+        self.watch = SubscriberWatch(store)
+        self.options = options
+        self.journal_dir = journal_dir
+        self.progress = progress
+        self.clock = clock
+        self.stop = threading.Event()
+        self._pace = threading.Lock()
+        self._next_slot = 0.0
+        self._state = threading.Lock()
+        self.reason = DONE
+        self.error: BaseException | None = None
+        self.pauses = 0
+        self.sent_today = 0
+        self.summary_failed: list[tuple[str, int | None, str]] = []
+        self.summary_bounced: list[str] = []
+        self.delivered = 0
+        self.description = ""
+
+    def run(self) -> SendSummary:
+        started = time.monotonic()
+        self.sent_today = sent_today(self.journal_dir) if self.options.daily_limit else 0
+        workers = [threading.Thread(target=self._worker, name=f"send-{n}", daemon=True)
+                   for n in range(max(1, self.options.connections))]
+        for worker in workers:
+            worker.start()
+        try:
+            for worker in workers:
+                while worker.is_alive():
+                    worker.join(0.2)
+        except KeyboardInterrupt:  # a second Ctrl-C while waiting: stop right now
+            self.halt(INTERRUPTED)
+            raise
+        if self.error is not None:
+            raise self.error
+        return SendSummary(
+            counts=self.journal.counts(), reason=self.reason, transport=self.description,
+            seconds=time.monotonic() - started, delivered_now=self.delivered,
+            failed_now=self.summary_failed, bounced_now=self.summary_bounced,
+        )
+
+    def halt(self, reason: str) -> None:
+        with self._state:
+            if not self.stop.is_set():
+                self.reason = reason
+            self.stop.set()
+
+    # -- one worker: one connection ---------------------------------------------------------
+
+    def _worker(self) -> None:
+        transport = self.transports()
+        self.description = transport.description
+        try:
+            while not self.stop.is_set():
+                row = self.journal.claim(self.clock(), self.watch.refresh())
+                if row is None:
+                    if not self._wait_for_retry():
+                        return
+                    continue
+                if self.options.daily_limit and self._daily_limit_reached(row):
+                    return
+                self._wait_for_slot()
+                if self.stop.is_set():
+                    self.journal.release(row)
+                    return
+                self._send_one(transport, row)
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread, which re-raises
+            self.error = exc
+            self.halt(INTERRUPTED)
+        finally:
+            transport.close()
+
+    def _send_one(self, transport: Transport, row: Row) -> None:
+        message = self.factory.build(Recipient(row.subscriber_id, row.email, row.name))
+        try:
+            delivery = transport.deliver(self.factory.envelope_from, message.envelope_to, message.data)
+        except TransportError:
+            # Login, TLS or the sender was refused before any data went out: safe to send later.
+            self.journal.release(row)
+            raise
+        self._record(row, message, delivery)
+
+    def _record(self, row: Row, message: OutgoingMessage, delivery: Delivery) -> None:
+        journal, options = self.journal, self.options
+        if delivery.accepted:
+            journal.finish(row.seq, SENT, delivery.code, delivery.reply, message.message_id)
+            with self._state:
+                self.delivered += 1
+                self.sent_today += 1
+            self.progress(SENT)
+        elif delivery.maybe_delivered:
+            journal.finish(row.seq, UNKNOWN, delivery.code, delivery.reply, message.message_id)
+            self.progress(UNKNOWN)
+        elif delivery.provider_limit:
+            journal.release(row)
+            self._pause_for_provider()
+        elif delivery.temporary:
+            attempts = row.attempts + 1
+            if attempts >= options.max_attempts:
+                journal.finish(row.seq, FAILED, delivery.code, delivery.reply)
+                self._failed(row, delivery)
+            else:
+                retry_at = self.clock() + options.retry_delay * 2 ** (attempts - 1)
+                journal.finish(row.seq, DEFERRED, delivery.code, delivery.reply, next_attempt_at=retry_at)
+                self.progress(DEFERRED)
+        else:
+            journal.finish(row.seq, FAILED, delivery.code, delivery.reply)
+            self._failed(row, delivery)
+            if delivery.no_such_user:
+                self.store.update_status(row.subscriber_id, BOUNCED)
+                with self._state:
+                    self.summary_bounced.append(row.email)
+
+    def _failed(self, row: Row, delivery: Delivery) -> None:
+        with self._state:
+            self.summary_failed.append((row.email, delivery.code, delivery.reply))
+        self.progress(FAILED)
+
+    # -- waiting ----------------------------------------------------------------------------
+
+    def _wait_for_slot(self) -> None:
+        """Keep the configured rate across all connections."""
+        if not self.options.rate:
+            return
+        with self._pace:
+            now = time.monotonic()
+            slot = max(self._next_slot, now)
+            self._next_slot = slot + 1.0 / self.options.rate
+        if slot > now:
+            self.stop.wait(slot - now)
+
+    def _wait_for_retry(self) -> bool:
+        """Nothing due: wait for the next deferred retry if it comes soon enough, else end."""
+        retry_at = self.journal.earliest_retry()
+        if retry_at is None:
+            return False
+        delay = retry_at - self.clock()
+        if delay > self.options.max_wait:
+            self.halt(WAITING)
+            return False
+        self.stop.wait(max(0.0, min(delay, 1.0)))
+        return True
+
+    def _pause_for_provider(self) -> None:
+        """The provider's hourly cap: wait politely instead of burning through the list."""
+        with self._state:
+            self.pauses += 1
+            too_many = self.pauses > self.options.max_pauses
+        if too_many:
+            self.halt(PROVIDER_LIMIT)
+            return
+        self.progress("pause")
+        self.stop.wait(self.options.limit_pause)
+
+    def _daily_limit_reached(self, row: Row) -> bool:
+        with self._state:
+            reached = self.sent_today >= self.options.daily_limit
+        if reached:
+            self.journal.release(row)
+            self.halt(DAILY_LIMIT)
+        return reached
+
+
+# -- preparing a send: what the CLI calls ---------------------------------------------------
+
+
+@dataclass
+class SendPlan:
+    """Everything known before the first message goes out, for the author to confirm."""
+
+    issue: Issue
+    report: CheckReport
+    rendered: RenderedIssue
+    journal_path: Path
+    to_send: int
+    already: dict[str, int] | None  # counts of an existing journal, None for a first run
+    recovered_unknown: int = 0
+
+
+def plan_send(workspace: Workspace, issue: Issue) -> SendPlan:
+    """Check the issue and count who would get it now; refuses an issue that fails check."""
+    report = check_issue(workspace, issue)
+    if not report.ok or report.rendered is None:
+        raise NewsletterError(f"{issue.path.name}: `newsletter check` meldet {len(report.errors)} Fehler; "
+                              f"nichts wurde gesendet. Erster Fehler: {report.errors[0]}")
+    path = journal_path(workspace.journal_dir, issue.slug)
+    journal = SendJournal.existing(path)
+    if journal is None:
+        count = sum(1 for _ in SubscriberStore(workspace.subscribers_path).active())
+        if count == 0:
+            raise NewsletterError("keine aktiven, bestätigten Abonnent:innen; nichts zu senden")
+        return SendPlan(issue, report, report.rendered, path, count, None)
+    try:
+        counts = journal.counts()
+        due = counts[PENDING] + counts[DEFERRED] + counts["sending"]
+        return SendPlan(issue, report, report.rendered, path, due, counts)
+    finally:
+        journal.close()
+
+
+def content_hash(rendered: RenderedIssue) -> str:
+    return hashlib.sha256((rendered.html + rendered.text).encode()).hexdigest()
+
+
+def open_journal(workspace: Workspace, plan: SendPlan) -> SendJournal:
+    """Open the issue's journal, freezing today's active subscribers on the first run."""
+    journal = SendJournal(plan.journal_path)
+    if not journal.frozen:
+        people = ((s.id, s.email, s.name) for s in SubscriberStore(workspace.subscribers_path).active())
+        journal.freeze(people, {
+            "issue": str(plan.issue.path.name), "subject": plan.issue.subject,
+            "content": content_hash(plan.rendered),
+            "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        })
+    return journal
+
+
+def options_from(workspace: Workspace) -> SendOptions:
+    smtp = workspace.config.smtp
+    return SendOptions(rate=smtp.messages_per_second, daily_limit=smtp.daily_limit,
+                       connections=smtp.connections if smtp.host else 1,
+                       retry_delay=smtp.retry_delay, limit_pause=smtp.limit_pause)

@@ -1,0 +1,246 @@
+"""Transports: SMTP (one verified, reused connection) or the outbox folder (.eml files).
+
+Each delivery returns a `Delivery` saying what the server answered. Problems that concern one
+recipient come back as a Delivery; problems that concern the whole run (login, TLS, refused
+sender, unreachable server) raise TransportError naming host:port.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import smtplib
+import ssl
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from newsletter.config import SmtpSettings
+from newsletter.errors import TransportError
+
+PASSWORD_ENV = "NEWSLETTER_SMTP_PASSWORD"
+# Replies that mean "you are sending too much", not "this recipient has a problem".
+LIMIT_REPLY = re.compile(r"rate|limit|too many|quota|exceeded|throttl|4\.7\.0|4\.5\.3|try again later",
+                         re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """The server's answer for one message."""
+
+    code: int
+    reply: str
+    accepted: bool = False
+    maybe_delivered: bool = False  # the connection broke after the data went out
+
+    @property
+    def temporary(self) -> bool:
+        return 400 <= self.code < 500 or (self.code == 0 and not self.maybe_delivered)
+
+    @property
+    def no_such_user(self) -> bool:
+        """5.1.x: the mailbox does not exist, the address should be marked bounced."""
+        return self.code >= 500 and (bool(re.search(r"\b5\.1\.\d+\b", self.reply)) or
+                                     (self.code == 550 and "user unknown" in self.reply.lower()))
+
+    @property
+    def provider_limit(self) -> bool:
+        return self.code in (421, 450, 451, 452) and bool(LIMIT_REPLY.search(self.reply))
+
+
+class Transport(Protocol):
+    description: str
+
+    def deliver(self, sender: str, recipient: str, data: bytes) -> Delivery: ...
+
+    def close(self) -> None: ...
+
+
+class OutboxTransport:
+    """Writes each message as an .eml file; the default until an SMTP host is configured."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.description = f"Postausgang {folder}"
+        self.count = 0
+
+    def deliver(self, sender: str, recipient: str, data: bytes) -> Delivery:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.count += 1
+        safe = re.sub(r"[^A-Za-z0-9@._+-]", "_", recipient)[:100]
+        target = self.folder / f"{safe}.eml"
+        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".", suffix=".tmp")
+        with os.fdopen(fd, "wb") as handle:  # whole file or none: never a torn message
+            handle.write(data)
+        os.replace(tmp, target)
+        return Delivery(250, f"gespeichert als {target.name}", accepted=True)
+
+    def close(self) -> None:
+        pass
+
+
+def smtp_password(settings: SmtpSettings) -> str:
+    """NEWSLETTER_SMTP_PASSWORD, else the output of password_command; never from the config file."""
+    password = os.environ.get(PASSWORD_ENV, "")
+    if password or not settings.username:
+        return password
+    if settings.password_command:
+        try:
+            result = subprocess.run(settings.password_command, shell=True, capture_output=True,  # noqa: S602 - the author's own command
+                                    text=True, timeout=60, check=False)
+        except subprocess.TimeoutExpired:
+            raise TransportError("[smtp] password_command: keine Antwort nach 60 Sekunden") from None
+        if result.returncode != 0 or not result.stdout.strip():
+            raise TransportError(f"[smtp] password_command ist fehlgeschlagen (Exit-Code {result.returncode})")
+        return result.stdout.strip()
+    raise TransportError(f"SMTP-Passwort fehlt: bitte in der Umgebungsvariablen {PASSWORD_ENV} setzen "
+                         "(oder [smtp] password_command angeben)")
+
+
+def tls_context(settings: SmtpSettings, config_dir: Path) -> ssl.SSLContext:
+    """Always verify certificates; a private CA can be added, never verification switched off."""
+    context = ssl.create_default_context()
+    if settings.tls_ca_file:
+        ca = Path(settings.tls_ca_file).expanduser()
+        context.load_verify_locations(cafile=str(ca if ca.is_absolute() else config_dir / ca))
+    return context
+
+
+class SmtpTransport:
+    """One SMTP connection, opened lazily, reused for many messages, re-opened after a drop or 421."""
+
+    def __init__(self, settings: SmtpSettings, password: str, config_dir: Path) -> None:
+        self.settings = settings
+        self.password = password
+        self.context = tls_context(settings, config_dir)
+        self.host, self.port = settings.host, settings.effective_port
+        self.where = f"{self.host}:{self.port}"
+        self.description = f"SMTP {self.where} ({settings.security})"
+        self.connection: smtplib.SMTP | None = None
+
+    def _fail(self, what: str) -> TransportError:
+        return TransportError(f"{self.where}: {what}")
+
+    def connect(self) -> smtplib.SMTP:
+        s = self.settings
+        local = s.local_hostname or None
+        try:
+            if s.security == "ssl":
+                conn: smtplib.SMTP = smtplib.SMTP_SSL(self.host, self.port, local_hostname=local,
+                                                     timeout=s.timeout, context=self.context)
+            else:
+                conn = smtplib.SMTP(self.host, self.port, local_hostname=local, timeout=s.timeout)
+            conn.ehlo()
+            if s.security == "starttls":
+                if not conn.has_extn("starttls"):
+                    conn.close()
+                    raise self._fail("der Server bietet kein STARTTLS an; ohne Verschlüsselung sende ich nicht")
+                conn.starttls(context=self.context)
+                conn.ehlo()
+            if s.username:
+                conn.login(s.username, self.password)
+        except ssl.SSLCertVerificationError as exc:
+            raise self._fail(f"TLS-Zertifikat nicht vertrauenswürdig ({exc.verify_message}); "
+                             "für eine eigene CA [smtp] tls_ca_file setzen") from None
+        except ssl.SSLError as exc:
+            raise self._fail(f"TLS-Fehler ({exc.reason or exc})") from None
+        except smtplib.SMTPAuthenticationError as exc:
+            raise self._fail(f"Anmeldung abgelehnt ({exc.smtp_code} {_text(exc.smtp_error)}); "
+                             "Benutzername und Passwort prüfen") from None
+        except smtplib.SMTPNotSupportedError:
+            raise self._fail("der Server bietet keine Anmeldung (AUTH) an") from None
+        except smtplib.SMTPException as exc:
+            raise self._fail(f"SMTP-Fehler beim Verbinden ({exc})") from None
+        except (OSError, TimeoutError) as exc:
+            raise self._fail(f"keine Verbindung ({exc.strerror or exc})") from None
+        self.connection = conn
+        return conn
+
+    def deliver(self, sender: str, recipient: str, data: bytes) -> Delivery:
+        """MAIL, RCPT, DATA on the open connection; one reconnect if the server went away idle."""
+        for attempt in (1, 2):
+            conn = self.connection or self.connect()
+            try:
+                return self._transaction(conn, sender, recipient, data)
+            except _Disconnected as dropped:
+                self._drop()
+                if dropped.after_data:
+                    return Delivery(0, "Verbindung nach dem Senden abgebrochen", maybe_delivered=True)
+                if attempt == 2:
+                    return Delivery(0, f"Verbindung abgebrochen ({dropped})")
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _transaction(self, conn: smtplib.SMTP, sender: str, recipient: str, data: bytes) -> Delivery:
+        try:
+            code, reply = conn.mail(sender)
+        except (smtplib.SMTPServerDisconnected, OSError) as exc:
+            raise _Disconnected(str(exc)) from None
+        if code == 421:
+            raise _Disconnected(_text(reply))
+        if code >= 500:
+            self._reset(conn)
+            raise self._fail(f"Absender {sender} abgelehnt ({code} {_text(reply)})")
+        if code >= 400:
+            self._reset(conn)
+            return Delivery(code, _text(reply))
+        try:
+            code, reply = conn.rcpt(recipient)
+        except (smtplib.SMTPServerDisconnected, OSError) as exc:
+            raise _Disconnected(str(exc)) from None
+        if code not in (250, 251):
+            self._reset(conn)
+            if code == 421:
+                self._drop()
+            return Delivery(code, _text(reply))
+        try:
+            code, reply = conn.data(data)
+        except smtplib.SMTPDataError as exc:  # DATA command itself refused
+            self._reset(conn)
+            return Delivery(exc.smtp_code, _text(exc.smtp_error))
+        except (smtplib.SMTPServerDisconnected, OSError) as exc:
+            # The data may have reached the server: never count it as safe to resend.
+            raise _Disconnected(str(exc), after_data=True) from None
+        if code == 421:
+            self._drop()
+        return Delivery(code, _text(reply), accepted=code == 250)
+
+    def _reset(self, conn: smtplib.SMTP) -> None:
+        try:
+            conn.rset()
+        except (smtplib.SMTPException, OSError):
+            self._drop()
+
+    def _drop(self) -> None:
+        if self.connection is not None:
+            try:
+                self.connection.close()
+            except OSError:  # pragma: no cover
+                pass
+        self.connection = None
+
+    def close(self) -> None:
+        if self.connection is not None:
+            try:
+                self.connection.quit()
+            except (smtplib.SMTPException, OSError):
+                pass
+        self._drop()
+
+
+class _Disconnected(Exception):
+    def __init__(self, message: str, after_data: bool = False) -> None:
+        super().__init__(message)
+        self.after_data = after_data
+
+
+def _text(reply: bytes | str) -> str:
+    return (reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply).replace("\n", " ")
+
+
+def make_transport(settings: SmtpSettings, outbox: Path, config_dir: Path) -> Transport:
+    """SMTP when a host is configured, else the outbox."""
+    if not settings.host:
+        return OutboxTransport(outbox)
+    return SmtpTransport(settings, smtp_password(settings), config_dir)
