@@ -1,0 +1,433 @@
+"""newsletter send against a real SMTP server on loopback: the bytes, the faults, the journal."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trustme
+from conftest import invoke, write_issue
+from smtp_server import Mailbox, SmtpServer
+
+from newsletter.issue import parse_issue
+from newsletter.journal import SendJournal, journal_path
+from newsletter.merge import recipient_values
+from newsletter.render import render_issue
+from newsletter.subscribers import SubscriberStore
+from newsletter.tokens import unsubscribe_url, verify_token
+from newsletter.workspace import Workspace
+
+BODY = 'Hallo {{ first_name | default("du") }},\n\n„Verbindung“ – größer als Angst 🌱\n\n' \
+       "[Mehr lesen](https://praxis.example.org/artikel)\n"
+PEOPLE = [
+    ("anna@example.org", "Anna Müller", "active"),
+    ("ben@example.org", "", "active"),
+    ("chloe@example.org", 'Chloé "Cleo" Dubois, Jr.', "active"),
+    ("dora@example.org", "<script>alert(1)</script>\nDora", "active"),
+    ("erik@example.org", "Erik Neu", "pending"),
+    ("fritz@example.org", "Fritz Fort", "unsubscribed"),
+]
+
+
+def add_people(ws: Workspace, people: list[tuple[str, str, str]]) -> None:
+    with SubscriberStore(ws.subscribers_path).change() as subscribers:
+        for email, name, status in people:
+            person = subscribers.add(email, name, status="active" if status != "pending" else "pending")
+            if status == "unsubscribed":
+                subscribers.set_status(person, "unsubscribed")
+
+
+def smtp_config(ws: Workspace, port: int, **settings: object) -> None:
+    values = {"host": "127.0.0.1", "port": port, "security": "none", "retry_delay": 0, **settings}
+    lines = [f"{key} = {json.dumps(value)}" for key, value in values.items()]
+    config = ws.root / "newsletter.toml"
+    config.write_text(config.read_text() + "\n[smtp]\n" + "\n".join(lines) + "\n")
+    ws.__dict__.pop("config", None)
+
+
+@pytest.fixture
+def mailbox() -> Mailbox:
+    return Mailbox()
+
+
+@pytest.fixture
+def smtp(mailbox: Mailbox) -> Iterator[SmtpServer]:
+    server = SmtpServer(mailbox).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def issue(ws: Workspace) -> Path:
+    return write_issue(ws, "2026-12-impuls", BODY, subject="Impuls: Größe – „Nähe“ im Dezember")
+
+
+def journal_counts(ws: Workspace, slug: str = "2026-12-impuls") -> dict[str, int]:
+    journal = SendJournal(journal_path(ws.journal_dir, slug))
+    try:
+        return journal.counts()
+    finally:
+        journal.close()
+
+
+def test_each_active_subscriber_gets_one_correct_message(ws, runner, smtp, mailbox, issue) -> None:
+    add_people(ws, PEOPLE)
+    smtp_config(ws, smtp.port)
+    result = invoke(runner, "send", str(issue), "--yes")
+    assert result.exit_code == 0, result.output
+    assert "Fertig" in result.stdout and "gesendet" in result.stdout
+    people = {s.email: s for s in SubscriberStore(ws.subscribers_path).load()}
+    rendered = render_issue(ws, parse_issue(issue))
+    assert sorted(r.rcpt_to[0] for r in mailbox.received) == sorted(
+        ["anna@example.org", "ben@example.org", "chloe@example.org", "dora@example.org"])
+    message_ids, tokens = set(), set()
+    for received in mailbox.received:
+        raw, msg = received.data, received.message
+        person = people[received.rcpt_to[0]]
+        assert received.mail_from == "impuls@praxis.example.org"
+        assert raw.isascii()
+        head, _, body = raw.partition(b"\r\n\r\n")
+        assert all(len(line) <= 76 for line in body.split(b"\r\n"))
+        assert b"\nFrom: Mira Sommerfeld <impuls@praxis.example.org>\r\n" in b"\n" + head
+        assert msg["Subject"] == "Impuls: Größe – „Nähe“ im Dezember"
+        assert msg["To"].addresses[0].addr_spec == person.email
+        assert msg["To"].addresses[0].display_name == " ".join(person.name.split())
+        assert msg["Reply-To"] == "kontakt@praxis.example.org"
+        assert msg["Date"].datetime.tzinfo is not None
+        assert msg["List-Id"] == '"Impuls" <newsletter.praxis.example.org>'
+        assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        url = unsubscribe_url("https://newsletter.praxis.example.org", ws.secret(), person.id)
+        line = next(h for h in head.split(b"\r\n") if h.startswith(b"List-Unsubscribe:"))
+        assert line == f"List-Unsubscribe: <{url}>, <mailto:impuls@praxis.example.org?subject=unsubscribe>".encode()
+        token = url.rsplit("/", 1)[1]
+        assert verify_token(ws.secret(), token) == person.id
+        tokens.add(token)
+        assert re.fullmatch(r"<[^@<>]+@praxis\.example\.org>", msg["Message-ID"])
+        message_ids.add(msg["Message-ID"])
+        assert msg.get_content_type() == "multipart/alternative"
+        parts = [part.get_content_type() for part in msg.iter_parts()]
+        assert parts == ["text/plain", "text/html"]
+        html, text = rendered.personalize(recipient_values(person.email, person.name, url))
+        assert msg.get_body(("plain",)).get_content().replace("\r\n", "\n") == text
+        assert msg.get_body(("html",)).get_content().replace("\r\n", "\n") == html
+    assert len(message_ids) == len(tokens) == 4
+    dora = next(r for r in mailbox.received if r.rcpt_to[0] == "dora@example.org").message
+    assert "Hallo &lt;script&gt;alert(1)&lt;/script&gt;," in dora.get_body(("html",)).get_content()
+    assert "<script>alert" not in dora.get_body(("html",)).get_content()
+
+
+def test_second_send_of_a_complete_issue_sends_nothing(ws, runner, smtp, mailbox, issue) -> None:
+    add_people(ws, PEOPLE[:2])
+    smtp_config(ws, smtp.port)
+    assert invoke(runner, "send", str(issue), "--yes").exit_code == 0
+    again = invoke(runner, "send", str(issue), "--yes")
+    assert again.exit_code == 0
+    assert "bereits vollständig versendet" in again.stdout
+    assert len(mailbox.received) == 2
+
+
+def test_connection_dropped_every_two_messages_is_reopened(ws, runner, smtp, mailbox, issue) -> None:
+    people = [(f"p{i}@example.org", f"Person {i}", "active") for i in range(7)]
+    add_people(ws, people)
+    smtp_config(ws, smtp.port)
+    mailbox.drop_every = 2
+    result = invoke(runner, "send", str(issue), "--yes")
+    assert result.exit_code == 0, result.output
+    assert Counter(r.rcpt_to[0] for r in mailbox.received) == {p[0]: 1 for p in people}
+    assert mailbox.connections >= 4
+    assert journal_counts(ws)["sent"] == 7
+
+
+def test_421_451_retried_and_550_marks_bounced(ws, runner, smtp, mailbox, issue) -> None:
+    add_people(ws, [(f"p{i}@example.org", "", "active") for i in range(4)])
+    smtp_config(ws, smtp.port)
+    mailbox.rcpt_replies_once["p0@example.org"] = "421 4.3.0 Service shutting down"
+    mailbox.rcpt_replies_once["p1@example.org"] = "451 4.3.0 Greylisted, come back later"
+    mailbox.rcpt_replies["p2@example.org"] = "550 5.1.1 <p2@example.org>: No such user"
+    result = invoke(runner, "send", str(issue), "--yes")
+    assert result.exit_code == 0, result.output
+    assert Counter(r.rcpt_to[0] for r in mailbox.received) == {
+        "p0@example.org": 1, "p1@example.org": 1, "p3@example.org": 1}
+    counts = journal_counts(ws)
+    assert (counts["sent"], counts["failed"]) == (3, 1)
+    assert SubscriberStore(ws.subscribers_path).load().get("p2@example.org").status == "bounced"
+    assert "als unzustellbar markiert: p2@example.org" in result.stdout
+    status = json.loads(invoke(runner, "status", str(issue), "--json", "--failed").stdout)
+    assert {k: status[k] for k in ("total", "sent", "pending", "deferred", "failed", "unknown")} == {
+        "total": 4, "sent": 3, "pending": 0, "deferred": 0, "failed": 1, "unknown": 0}
+    assert status["problems"][0]["email"] == "p2@example.org" and status["problems"][0]["code"] == 550
+
+
+def test_temporary_failures_stay_deferred_for_the_next_run(ws, runner, smtp, mailbox, issue) -> None:
+    add_people(ws, [("a@example.org", "", "active"), ("b@example.org", "", "active")])
+    smtp_config(ws, smtp.port, retry_delay=3600)
+    mailbox.rcpt_replies["b@example.org"] = "450 4.2.1 Mailbox busy"
+    result = invoke(runner, "send", str(issue), "--yes")
+    assert result.exit_code == 0
+    assert "zurückgestellt" in result.stdout
+    assert journal_counts(ws)["deferred"] == 1
+    db = sqlite3.connect(journal_path(ws.journal_dir, "2026-12-impuls"))
+    db.execute("UPDATE recipients SET next_attempt_at = 0")  # time passes
+    db.commit()
+    db.close()
+    del mailbox.rcpt_replies["b@example.org"]
+    assert invoke(runner, "send", str(issue), "--yes").exit_code == 0
+    assert Counter(r.rcpt_to[0] for r in mailbox.received) == {"a@example.org": 1, "b@example.org": 1}
+
+
+def test_provider_hourly_cap_pauses_instead_of_burning_the_list(ws, runner, smtp, mailbox, issue) -> None:
+    add_people(ws, [(f"p{i}@example.org", "", "active") for i in range(5)])
+    smtp_config(ws, smtp.port, limit_pause=0.05)
+    mailbox.mail_reply = "451 4.7.0 Rate limit exceeded, try again later"
+    result = invoke(runner, "send", str(issue), "--yes")
+    assert result.exit_code == 0, result.output
+    assert "Der Anbieter bremst" in result.stdout
+    counts = journal_counts(ws)
+    assert counts["pending"] == 5 and counts["failed"] == counts["deferred"] == 0
+    mailbox.mail_reply = None
+    assert invoke(runner, "send", str(issue), "--yes").exit_code == 0
+    assert len(mailbox.received) == 5
+
+
+def test_refused_login_stops_at_once(ws, runner, mailbox, issue, monkeypatch) -> None:
+    server = SmtpServer(mailbox, users={"mira": "richtig"}).start()
+    try:
+        add_people(ws, [("a@example.org", "", "active"), ("b@example.org", "", "active")])
+        smtp_config(ws, server.port, username="mira")
+        monkeypatch.setenv("NEWSLETTER_SMTP_PASSWORD", "falsch")
+        result = invoke(runner, "send", str(issue), "--yes")
+        assert result.exit_code == 1
+        assert result.stderr.startswith(f"Fehler: 127.0.0.1:{server.port}: Anmeldung abgelehnt (535")
+        assert result.stderr.count("\n") == 1 and "Traceback" not in result.output
+        assert mailbox.received == []
+        monkeypatch.setenv("NEWSLETTER_SMTP_PASSWORD", "richtig")
+        assert invoke(runner, "send", str(issue), "--yes").exit_code == 0
+        assert len(mailbox.received) == 2
+    finally:
+        server.stop()
+
+
+def test_refused_sender_stops_at_once(ws, runner, smtp, mailbox, issue) -> None:
+    add_people(ws, [("a@example.org", "", "active"), ("b@example.org", "", "active")])
+    smtp_config(ws, smtp.port)
+    mailbox.mail_reply = "553 5.7.1 Sender address rejected: not owned by user"
+    result = invoke(runner, "send", str(issue), "--yes")
+    assert result.exit_code == 1
+    assert f"127.0.0.1:{smtp.port}: Absender impuls@praxis.example.org abgelehnt (553" in result.stderr
+    assert journal_counts(ws)["pending"] == 2
+
+
+def test_missing_password_is_one_clear_line(ws, runner, smtp, mailbox, issue) -> None:
+    add_people(ws, [("a@example.org", "", "active")])
+    smtp_config(ws, smtp.port, username="mira")
+    result = invoke(runner, "send", str(issue), "--yes")
+    assert result.exit_code == 1
+    assert "SMTP-Passwort fehlt" in result.stderr and "NEWSLETTER_SMTP_PASSWORD" in result.stderr
+    assert not journal_path(ws.journal_dir, "2026-12-impuls").exists()
+    assert mailbox.received == []
+
+
+def test_password_command(ws, runner, mailbox, issue) -> None:
+    server = SmtpServer(mailbox, users={"mira": "aus-dem-schluesselbund"}).start()
+    try:
+        add_people(ws, [("a@example.org", "", "active")])
+        smtp_config(ws, server.port, username="mira", password_command="echo aus-dem-schluesselbund")
+        assert invoke(runner, "send", str(issue), "--yes").exit_code == 0
+        assert len(mailbox.received) == 1
+    finally:
+        server.stop()
+
+
+def test_missing_starttls_aborts(ws, runner, smtp, mailbox, issue) -> None:
+    add_people(ws, [("a@example.org", "", "active")])
+    smtp_config(ws, smtp.port, security="starttls")
+    result = invoke(runner, "send", str(issue), "--yes")
+    assert result.exit_code == 1
+    assert f"127.0.0.1:{smtp.port}: der Server bietet kein STARTTLS an" in result.stderr
+    assert mailbox.received == []
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.mark.parametrize("security", ["starttls", "ssl"])
+def test_untrusted_certificate_refused_and_accepted_with_ca_file(ws, runner, mailbox, issue, ca, security,
+                                                                 tmp_path) -> None:
+    server_context = __import__("ssl").create_default_context(__import__("ssl").Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(server_context)
+    server = SmtpServer(mailbox, tls=server_context, implicit_tls=security == "ssl").start()
+    try:
+        add_people(ws, [("a@example.org", "", "active")])
+        config = ws.root / "newsletter.toml"
+        plain = config.read_text()
+        smtp_config(ws, server.port, security=security)
+        result = invoke(runner, "send", str(issue), "--yes")
+        assert result.exit_code == 1
+        assert f"127.0.0.1:{server.port}: TLS-Zertifikat nicht vertrauenswürdig" in result.stderr
+        assert mailbox.received == []
+        ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+        config.write_text(plain)
+        smtp_config(ws, server.port, security=security, tls_ca_file=str(tmp_path / "ca.pem"))
+        result = invoke(runner, "send", str(issue), "--yes")
+        assert result.exit_code == 0, result.output
+        assert len(mailbox.received) == 1
+    finally:
+        server.stop()
+
+
+def test_several_connections_deliver_each_message_once(ws, runner, smtp, mailbox, issue) -> None:
+    people = [(f"p{i}@example.org", f"Person {i}", "active") for i in range(30)]
+    add_people(ws, people)
+    smtp_config(ws, smtp.port, connections=3)
+    assert invoke(runner, "send", str(issue), "--yes").exit_code == 0
+    assert Counter(r.rcpt_to[0] for r in mailbox.received) == {p[0]: 1 for p in people}
+    assert mailbox.connections == 3
+
+
+def test_no_subscribers_is_a_clear_error(ws, runner, issue) -> None:
+    result = invoke(runner, "send", str(issue), "--yes")
+    assert result.exit_code == 1
+    assert "keine aktiven, bestätigten Abonnent:innen" in result.stderr
+
+
+def test_issue_failing_check_is_not_sent(ws, runner, smtp, mailbox) -> None:
+    add_people(ws, [("a@example.org", "", "active")])
+    smtp_config(ws, smtp.port)
+    bad = write_issue(ws, "2026-12-bad", "Hallo {{ vorname }}\n")
+    result = invoke(runner, "send", str(bad), "--yes")
+    assert result.exit_code == 1
+    assert "check" in result.stderr and "vorname" in result.stderr
+    assert mailbox.received == []
+
+
+def test_without_terminal_and_without_yes_nothing_is_sent(ws, runner, smtp, mailbox, issue) -> None:
+    add_people(ws, [("a@example.org", "", "active")])
+    smtp_config(ws, smtp.port)
+    result = invoke(runner, "send", str(issue))
+    assert result.exit_code == 1
+    assert "--yes" in result.stderr
+    assert mailbox.received == []
+    assert not journal_path(ws.journal_dir, "2026-12-impuls").exists()
+
+
+def test_test_copy_goes_only_to_the_given_address(ws, runner, smtp, mailbox, issue) -> None:
+    add_people(ws, [("a@example.org", "Anna", "active")])
+    smtp_config(ws, smtp.port)
+    result = invoke(runner, "send", str(issue), "--test", "mira@example.org", "--test", "zweite@example.org")
+    assert result.exit_code == 0, result.output
+    assert [r.rcpt_to for r in mailbox.received] == [["mira@example.org"], ["zweite@example.org"]]
+    msg = mailbox.received[0].message
+    assert msg["Subject"] == "[TEST] Impuls: Größe – „Nähe“ im Dezember"
+    assert "Hallo Alex," in msg.get_body(("plain",)).get_content()
+    assert not journal_path(ws.journal_dir, "2026-12-impuls").exists()
+
+
+def test_dry_run_builds_everything_and_sends_nothing(ws, runner, smtp, mailbox, issue) -> None:
+    add_people(ws, PEOPLE)
+    smtp_config(ws, smtp.port)
+    result = invoke(runner, "send", str(issue), "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "4 Nachrichten gebaut und geprüft" in result.stdout
+    assert mailbox.received == [] and mailbox.connections == 0
+    assert not journal_path(ws.journal_dir, "2026-12-impuls").exists()
+
+
+def test_outbox_is_the_default_and_says_so(ws, runner, issue) -> None:
+    add_people(ws, PEOPLE)
+    result = invoke(runner, "send", str(issue), "--yes")
+    assert result.exit_code == 0
+    assert "Postausgang" in result.stdout
+    files = sorted((ws.outbox_dir / "send").glob("*.eml"))
+    assert len(files) == 4
+    assert all(f.read_bytes().isascii() for f in files)
+
+
+def test_someone_who_unsubscribes_during_a_send_is_skipped(ws, runner, smtp, mailbox, issue) -> None:
+    add_people(ws, [(f"p{i}@example.org", "", "active") for i in range(3)])
+    smtp_config(ws, smtp.port)
+    store = SubscriberStore(ws.subscribers_path)
+    original = mailbox.handle_DATA
+
+    async def unsubscribe_p2_after_first(server, session, envelope):  # noqa: ANN001, ANN202
+        reply = await original(server, session, envelope)
+        if len(mailbox.received) == 1:
+            with store.change() as people:
+                people.set_status(people.get("p2@example.org"), "unsubscribed")
+        return reply
+
+    mailbox.handle_DATA = unsubscribe_p2_after_first
+    assert invoke(runner, "send", str(issue), "--yes").exit_code == 0
+    assert sorted(r.rcpt_to[0] for r in mailbox.received) == ["p0@example.org", "p1@example.org"]
+    assert journal_counts(ws)["skipped"] == 1
+
+
+# -- real processes: kill -9 and Ctrl-C in the middle of a rate-limited run ----------------------
+
+
+def _send_process(ws: Workspace) -> subprocess.Popen:
+    env = {**os.environ, "NEWSLETTER_WORKSPACE": str(ws.root)}
+    return subprocess.Popen([sys.executable, "-m", "newsletter", "send", "issues/2026-12-impuls.md", "--yes"],
+                            cwd=ws.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _wait_for(mailbox: Mailbox, count: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while len(mailbox.received) < count:
+        assert time.monotonic() < deadline, "the send did not start"
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("connections", [1, 2])
+def test_kill_9_mid_send_then_resume_never_twice(ws, smtp, mailbox, issue, connections) -> None:
+    people = [(f"p{i}@example.org", "", "active") for i in range(40)]
+    add_people(ws, people)
+    smtp_config(ws, smtp.port, rate_limit="40/second", connections=connections)
+    mailbox.delay = 0.01
+    for round_ in range(2):
+        process = _send_process(ws)
+        _wait_for(mailbox, 8 + 10 * round_)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    process = _send_process(ws)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr.decode()
+    counts = journal_counts(ws)
+    assert counts["unknown"] <= 2 * connections
+    assert counts["sent"] + counts["unknown"] == 40
+    unknown = {r.email for r in SendJournal(journal_path(ws.journal_dir, "2026-12-impuls")).rows(["unknown"])}
+    delivered = Counter(r.rcpt_to[0] for r in mailbox.received)
+    for address, _, _ in people:
+        if address in unknown:
+            assert delivered[address] <= 1
+        else:
+            assert delivered[address] == 1, address
+
+
+def test_ctrl_c_stops_after_the_message_in_flight(ws, smtp, mailbox, issue) -> None:
+    people = [(f"p{i}@example.org", "", "active") for i in range(30)]
+    add_people(ws, people)
+    smtp_config(ws, smtp.port, rate_limit="20/second")
+    process = _send_process(ws)
+    _wait_for(mailbox, 5)
+    process.send_signal(signal.SIGINT)
+    stdout, _ = process.communicate(timeout=30)
+    assert process.returncode == 130
+    assert "Angehalten" in stdout.decode() and "newsletter send" in stdout.decode()
+    counts = journal_counts(ws)
+    assert counts["sending"] == counts["unknown"] == 0
+    assert counts["sent"] == len(mailbox.received) < 30
+    process = _send_process(ws)
+    process.communicate(timeout=60)
+    assert Counter(r.rcpt_to[0] for r in mailbox.received) == {p[0]: 1 for p in people}
