@@ -72,8 +72,12 @@ def protect_fields(issue: Issue) -> tuple[SlotTable, str, list[FieldProblem]]:
     return table, body, problems
 
 
-def render_issue(workspace: Workspace, issue: Issue) -> RenderedIssue:
-    """Render the issue's HTML and text once; unknown merge fields are an IssueError."""
+def render_issue(workspace: Workspace, issue: Issue, page: dict[str, str] | None = None) -> RenderedIssue:
+    """Render the issue's HTML and text once; unknown merge fields are an IssueError.
+
+    `page` renders the public web version instead (the archive): no unsubscribe link and no
+    "view in browser" link, but a way back to all issues and a sign-up invitation.
+    """
     config = workspace.config
     table, body, problems = protect_fields(issue)
     if problems:
@@ -83,8 +87,8 @@ def render_issue(workspace: Workspace, issue: Issue) -> RenderedIssue:
     md = markdown(config.newsletter.language)
     tokens = md.parse(body)
     tree = SyntaxTreeNode(tokens)
-    web_url = archive_url(config, issue)
-    context = template_context(config, issue, unsubscribe, web_url)
+    web_url = "" if page else archive_url(config, issue)
+    context = {**template_context(config, issue, unsubscribe, web_url), "page": page}
     body_html = md.renderer.render(tokens, md.options, {})
     html = mjml_to_html(workspace, {**context, "body_html": markupsafe.Markup(body_html)})
     plain = PlainText(config.newsletter.language)

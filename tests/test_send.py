@@ -349,7 +349,7 @@ def test_outbox_is_the_default_and_says_so(ws, runner, issue) -> None:
     result = invoke(runner, "send", str(issue), "--yes")
     assert result.exit_code == 0
     assert "Postausgang" in result.stdout
-    files = sorted((ws.outbox_dir / "send").glob("*.eml"))
+    files = sorted((ws.outbox_dir / "2026-12-impuls").glob("*.eml"))
     assert len(files) == 4
     assert all(f.read_bytes().isascii() for f in files)
 

@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from newsletter.archive import build_archive
 from newsletter.cli.app import app, confirm, current_workspace, err, out, print_json
 from newsletter.errors import NewsletterError
 from newsletter.issue import Issue, parse_issue
@@ -74,7 +75,7 @@ def send(
         out.print(f"[green]✓[/] {parsed.path.name} ist bereits vollständig versendet; nichts zu tun.", soft_wrap=True)
         _print_counts(plan.already)
         return
-    transport_factory = _transports(workspace)
+    transport_factory = _transports(workspace, parsed.slug)
     probe = transport_factory()
     rate = config.smtp.messages_per_second if config.smtp.host else None
     count = plan.to_send + (unknown if retry_unknown else 0)
@@ -85,6 +86,7 @@ def send(
         raise typer.Exit(0)
 
     journal = open_journal(workspace, plan)
+    _refresh_archive(workspace)
     try:
         with journal.running():
             recovered = journal.recover()
@@ -104,9 +106,17 @@ def send(
         raise typer.Exit(130)
 
 
-def _transports(workspace: Workspace):  # noqa: ANN202 - a factory of Transport
+def _refresh_archive(workspace: Workspace) -> None:
+    """The mail's "view in browser" link points into the archive: keep it current with every send."""
+    try:
+        build_archive(workspace)
+    except NewsletterError as exc:
+        err.print(Text.assemble(("Hinweis: ", "yellow"), f"Archiv nicht aktualisiert: {exc}"), soft_wrap=True)
+
+
+def _transports(workspace: Workspace, slug: str):  # noqa: ANN202 - a factory of Transport
     config = workspace.config
-    outbox = workspace.outbox_dir / "send"
+    outbox = workspace.outbox_dir / slug
     make_transport(config.smtp, outbox, config.path.parent)  # fails early on a missing password
     return lambda: make_transport(config.smtp, outbox, config.path.parent)
 

@@ -1,0 +1,160 @@
+"""The public archive: a static website of the issues that went out, with an index and an Atom feed.
+
+Plain files with relative links, so it can be uploaded anywhere or served by `newsletter serve`.
+Pages carry no personal data: merge fields show their fallbacks, and there is no unsubscribe
+token, only an invitation to subscribe. The output is deterministic, so an unchanged archive
+builds to identical bytes and an upload only syncs what changed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import tempfile
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from newsletter.errors import NewsletterError
+from newsletter.issue import Issue, parse_issue
+from newsletter.merge import recipient_values
+from newsletter.render import render_issue
+from newsletter.workspace import Workspace
+
+MANIFEST = ".archive-files"
+ATOM = "http://www.w3.org/2005/Atom"
+MONTHS = {
+    "de": ["Januar", "Februar", "März", "April", "Mai", "Juni", "Juli", "August", "September",
+           "Oktober", "November", "Dezember"],
+    "en": ["January", "February", "March", "April", "May", "June", "July", "August", "September",
+           "October", "November", "December"],
+}
+PAGE_TEXTS = {
+    "de": {"all_issues": "← Alle Ausgaben", "signup_hint": "Dir gefällt dieser Impuls?",
+           "signup": "Newsletter abonnieren", "archive": "Archiv", "feed": "Feed abonnieren",
+           "intro": "Alle bisherigen Ausgaben zum Nachlesen."},
+    "en": {"all_issues": "← All issues", "signup_hint": "Did you like this issue?",
+           "signup": "Subscribe to the newsletter", "archive": "Archive", "feed": "Subscribe to the feed",
+           "intro": "All past issues to read again."},
+}
+
+
+@dataclass
+class ArchiveResult:
+    folder: Path
+    issues: list[Issue]
+    written: list[Path] = field(default_factory=list)
+    unchanged: list[Path] = field(default_factory=list)
+    removed: list[Path] = field(default_factory=list)
+
+
+def sent_issues(workspace: Workspace) -> list[Issue]:
+    """Issues whose send has begun (they have a journal) and that may be archived, newest first."""
+    issues = []
+    for journal in sorted(workspace.journal_dir.glob("*.sqlite")):
+        path = workspace.issues_dir / f"{journal.stem}.md"
+        if path.is_file():
+            issue = parse_issue(path)
+            if issue.archive:
+                issues.append(issue)
+    return sorted(issues, key=lambda issue: (issue.date, issue.slug), reverse=True)
+
+
+def page_url(workspace: Workspace, issue: Issue) -> str:
+    config = workspace.config
+    return f"{config.base_url}{config.newsletter.archive_path}{issue.slug}.html"
+
+
+def build_archive(workspace: Workspace, folder: Path | None = None) -> ArchiveResult:
+    """Write one page per sent issue, index.html and feed.xml into the archive folder."""
+    config = workspace.config
+    if not config.base_url:
+        raise NewsletterError(f"{config.path}: [newsletter] base_url fehlt; ohne sie hat das Archiv keine Adresse")
+    folder = folder or workspace.state_dir / "archive"
+    language = config.newsletter.language
+    words = PAGE_TEXTS[language]
+    issues = sent_issues(workspace)
+    page = {**words, "index_url": "index.html", "signup_url": f"{config.base_url}/subscribe"}
+    files: dict[str, bytes] = {}
+    for issue in issues:
+        rendered = render_issue(workspace, issue, page=page)
+        html, _ = rendered.personalize(recipient_values("", ""))
+        files[f"{issue.slug}.html"] = html.encode("utf-8")
+    index = workspace.templates.get_template("archive/index.html").render(
+        newsletter=config.newsletter, t=words, language=language, signup_url=page["signup_url"],
+        months=_by_month(issues, language))
+    files["index.html"] = index.encode("utf-8")
+    files["feed.xml"] = atom_feed(workspace, issues)
+    return _write(folder, files, issues)
+
+
+def _by_month(issues: list[Issue], language: str) -> list[tuple[str, list[Issue]]]:
+    months: dict[str, list[Issue]] = {}
+    for issue in issues:
+        months.setdefault(f"{MONTHS[language][issue.date.month - 1]} {issue.date.year}", []).append(issue)
+    return list(months.items())
+
+
+def atom_feed(workspace: Workspace, issues: list[Issue]) -> bytes:
+    """An Atom 1.0 feed of the archive; every date comes from the issues, never from the clock."""
+    config = workspace.config
+    nl = config.newsletter
+    home = f"{config.base_url}{nl.archive_path}"
+    ET.register_namespace("", ATOM)
+    feed = ET.Element(f"{{{ATOM}}}feed", {"xml:lang": nl.language})
+
+    def add(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
+        element = ET.SubElement(parent, f"{{{ATOM}}}{tag}", attrs)
+        element.text = text
+        return element
+
+    add(feed, "id", home)
+    add(feed, "title", nl.name)
+    add(feed, "updated", _timestamp(issues[0].date) if issues else "1970-01-01T00:00:00Z")
+    author = add(feed, "author")
+    add(author, "name", nl.from_name or nl.name)
+    add(feed, "link", rel="self", href=f"{home}feed.xml", type="application/atom+xml")
+    add(feed, "link", rel="alternate", href=f"{home}index.html", type="text/html")
+    for issue in issues:
+        entry = add(feed, "entry")
+        url = page_url(workspace, issue)
+        add(entry, "id", url)
+        add(entry, "title", issue.subject)
+        add(entry, "updated", _timestamp(issue.date))
+        add(entry, "published", _timestamp(issue.date))
+        add(entry, "link", rel="alternate", href=url, type="text/html")
+        if issue.preheader:
+            add(entry, "summary", issue.preheader)
+    ET.indent(feed)
+    return b'<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(feed, encoding="utf-8", xml_declaration=False) + b"\n"
+
+
+def _timestamp(date: dt.date) -> str:
+    return f"{date.isoformat()}T00:00:00Z"
+
+
+def _write(folder: Path, files: dict[str, bytes], issues: list[Issue]) -> ArchiveResult:
+    """Write only what changed (atomically); remove pages this archive wrote before but no longer has."""
+    folder.mkdir(parents=True, exist_ok=True)
+    result = ArchiveResult(folder, issues)
+    manifest = folder / MANIFEST
+    previous = set(manifest.read_text(encoding="utf-8").split()) if manifest.exists() else set()
+    for name in sorted(previous - set(files)):
+        target = folder / name
+        if target.parent == folder and target.exists():
+            target.unlink()
+            result.removed.append(target)
+    for name, data in {**files, MANIFEST: "\n".join(sorted(files)).encode() + b"\n"}.items():
+        target = folder / name
+        if target.exists() and target.read_bytes() == data:
+            if name != MANIFEST:
+                result.unchanged.append(target)
+            continue
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".", suffix=".tmp")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.chmod(tmp, 0o644)  # noqa: PTH101 - public web files
+        os.replace(tmp, target)
+        if name != MANIFEST:
+            result.written.append(target)
+    return result

@@ -1,0 +1,125 @@
+"""newsletter archive: sent issues only, no personal data, a valid feed, identical bytes on rebuild."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+from conftest import invoke, write_issue
+from test_send import add_people
+
+from newsletter.archive import build_archive, page_url
+from newsletter.issue import parse_issue
+from newsletter.subscribers import SubscriberStore
+from newsletter.tokens import make_token
+from newsletter.workspace import Workspace
+
+ATOM = "{http://www.w3.org/2005/Atom}"
+PEOPLE = [("anna.vertraulich@example.org", "Anna Geheimnis", "active"),
+          ("bert.privat@example.org", "Bert Verborgen", "active")]
+
+
+@pytest.fixture
+def sent(ws: Workspace, runner) -> Workspace:
+    """Three sent issues, one sent with archive = false, and one unsent draft."""
+    add_people(ws, PEOPLE)
+    for month, title in (("2026-10", "Oktober"), ("2026-11", "November"), ("2026-12", "Dezember")):
+        write_issue(ws, f"{month}-impuls", f'Hallo {{{{ first_name | default("du") }}}}, {{{{ email }}}}!\n\n'
+                    f"Gedanken im {title}.\n", subject=f"Impuls im {title}", date=f"{month}-01",
+                    preheader=f"Vorschau {title}")
+        assert invoke(runner, "send", f"issues/{month}-impuls.md", "--yes").exit_code == 0
+    write_issue(ws, "2026-12-privat", "Nur für die Liste.\n", subject="Nicht archiviert", archive=False)
+    assert invoke(runner, "send", "issues/2026-12-privat.md", "--yes").exit_code == 0
+    write_issue(ws, "2027-01-entwurf", "Noch nicht fertig.\n", subject="Entwurf Januar")
+    return ws
+
+
+def test_archive_holds_sent_issues_only(sent: Workspace, runner, tmp_path: Path) -> None:
+    result = invoke(runner, "archive", "--out", str(tmp_path / "site"))
+    assert result.exit_code == 0, result.output
+    names = sorted(p.name for p in (tmp_path / "site").iterdir() if not p.name.startswith("."))
+    assert names == ["2026-10-impuls.html", "2026-11-impuls.html", "2026-12-impuls.html", "feed.xml", "index.html"]
+    index = (tmp_path / "site" / "index.html").read_text()
+    assert "Entwurf Januar" not in index and "Nicht archiviert" not in index
+    assert index.index("Impuls im Dezember") < index.index("Impuls im November") < index.index("Impuls im Oktober")
+    assert "Dezember 2026" in index and "Vorschau Dezember" in index
+    assert 'href="https://newsletter.praxis.example.org/subscribe"' in index
+    page = (tmp_path / "site" / "2026-12-impuls.html").read_text()
+    assert page.lower().startswith("<!doctype html>")
+    assert "Hallo du, !" in page
+    assert 'href="index.html"' in page and "/subscribe" in page
+    assert "Newsletter abbestellen" not in page and "/u/" not in page
+
+
+def test_archive_contains_no_personal_data(sent: Workspace, tmp_path: Path) -> None:
+    build_archive(sent, tmp_path / "site")
+    output = b"".join(p.read_bytes() for p in (tmp_path / "site").iterdir())
+    secret = sent.secret()
+    for person in SubscriberStore(sent.subscribers_path).load():
+        for value in (person.email, person.name, person.id, *person.name.split(), make_token(secret, person.id)):
+            assert value.encode() not in output, value
+    assert b"NLSLOT" not in output
+
+
+def test_feed_is_valid_atom(sent: Workspace, tmp_path: Path) -> None:
+    build_archive(sent, tmp_path / "site")
+    feed = ET.parse(tmp_path / "site" / "feed.xml").getroot()
+    assert feed.tag == f"{ATOM}feed"
+    for tag in ("id", "title", "updated", "author"):
+        assert feed.find(f"{ATOM}{tag}") is not None, tag
+    self_link = [link for link in feed.findall(f"{ATOM}link") if link.get("rel") == "self"]
+    assert self_link[0].get("href") == "https://newsletter.praxis.example.org/archiv/feed.xml"
+    entries = feed.findall(f"{ATOM}entry")
+    assert [e.findtext(f"{ATOM}title") for e in entries] == ["Impuls im Dezember", "Impuls im November",
+                                                             "Impuls im Oktober"]
+    for entry in entries:
+        assert re.fullmatch(r"https://newsletter\.praxis\.example\.org/archiv/2026-\d\d-impuls\.html",
+                            entry.findtext(f"{ATOM}id"))
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT00:00:00Z", entry.findtext(f"{ATOM}updated"))
+        assert entry.find(f"{ATOM}link").get("href") == entry.findtext(f"{ATOM}id")
+    assert feed.findtext(f"{ATOM}updated") == "2026-12-01T00:00:00Z"
+
+
+def test_second_build_is_byte_identical(sent: Workspace, tmp_path: Path) -> None:
+    first = build_archive(sent, tmp_path / "site")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "site").iterdir()}
+    second = build_archive(sent, tmp_path / "site")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "site").iterdir()} == before
+    assert len(first.written) == 5 and second.written == [] and len(second.unchanged) == 5
+    other = build_archive(sent, tmp_path / "elsewhere")
+    assert {p.name: p.read_bytes() for p in other.folder.iterdir()} == before
+
+
+def test_opting_out_later_removes_the_page(sent: Workspace, tmp_path: Path) -> None:
+    build_archive(sent, tmp_path / "site")
+    path = sent.issues_dir / "2026-11-impuls.md"
+    path.write_text(path.read_text().replace('date = "2026-11-01"', 'date = "2026-11-01"\narchive = false'))
+    result = build_archive(sent, tmp_path / "site")
+    assert not (tmp_path / "site" / "2026-11-impuls.html").exists()
+    assert [p.name for p in result.removed] == ["2026-11-impuls.html"]
+
+
+def test_web_version_link_in_mail_is_the_archive_page(sent: Workspace) -> None:
+    outbox = sent.outbox_dir / "2026-12-impuls"
+    message = email.message_from_bytes((outbox / "anna.vertraulich@example.org.eml").read_bytes(),
+                                       policy=email.policy.default)
+    url = page_url(sent, parse_issue(sent.issues_dir / "2026-12-impuls.md"))
+    assert url == "https://newsletter.praxis.example.org/archiv/2026-12-impuls.html"
+    html = message.get_body(("html",)).get_content()
+    text = message.get_body(("plain",)).get_content()
+    assert f'href="{url}"' in html
+    assert f"Im Browser ansehen: {url}" in text
+
+
+def test_archive_false_mail_has_no_web_link(ws: Workspace, runner) -> None:
+    add_people(ws, PEOPLE[:1])
+    write_issue(ws, "2026-12-privat", "Nur für die Liste.\n", archive=False)
+    assert invoke(runner, "send", "issues/2026-12-privat.md", "--yes").exit_code == 0
+    raw = (ws.outbox_dir / "2026-12-privat" / "anna.vertraulich@example.org.eml").read_bytes()
+    message = email.message_from_bytes(raw, policy=email.policy.default)
+    assert "/archiv/" not in message.get_body(("html",)).get_content()
+    assert "Im Browser ansehen" not in message.get_body(("plain",)).get_content()
