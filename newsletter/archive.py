@@ -126,7 +126,8 @@ def atom_feed(workspace: Workspace, issues: list[Issue]) -> bytes:
         if issue.preheader:
             add(entry, "summary", issue.preheader)
     ET.indent(feed)
-    return b'<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(feed, encoding="utf-8", xml_declaration=False) + b"\n"
+    body = ET.tostring(feed, encoding="utf-8", xml_declaration=False)
+    return b'<?xml version="1.0" encoding="utf-8"?>\n' + body + b"\n"
 
 
 def _timestamp(date: dt.date) -> str:

@@ -59,7 +59,8 @@ def parse_issue(path: Path) -> Issue:
     text = text.replace("\r\n", "\n")
     lines = text.split("\n")
     if not lines or lines[0].strip() != FENCE:
-        raise IssueError(f"{path}:1: die Datei muss mit einer Zeile „+++“ beginnen (Kopfbereich mit subject, preheader, date)")
+        raise IssueError(f"{path}:1: die Datei muss mit einer Zeile „+++“ beginnen "
+                         "(Kopfbereich mit subject, preheader, date)")
     try:
         end = next(i for i in range(1, len(lines)) if lines[i].strip() == FENCE)
     except StopIteration:

@@ -51,7 +51,7 @@ class Mailbox:
     def count(self, address: str) -> int:
         return sum(address in r.rcpt_to for r in self.received)
 
-    async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope,  # noqa: N802
+    async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope,
                           hostname: str, responses: list[str]) -> list[str]:
         session.host_name = hostname
         if not getattr(session, "counted", False):
@@ -61,7 +61,7 @@ class Mailbox:
                 self.connections += 1
         return responses
 
-    async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope,  # noqa: N802
+    async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, mail_options: list[str]) -> str:
         if self.drop_every and getattr(session, "accepted_here", 0) >= self.drop_every:
             server.transport.close()
@@ -71,7 +71,7 @@ class Mailbox:
         envelope.mail_from = address
         return "250 OK"
 
-    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,  # noqa: N802
+    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, rcpt_options: list[str]) -> str:
         if address in self.rcpt_replies_once:
             return self.rcpt_replies_once.pop(address)
@@ -80,7 +80,7 @@ class Mailbox:
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         if self.delay:
             time.sleep(self.delay)  # blocks this test server only; keeps the client waiting for 250
         with self.lock:
@@ -98,7 +98,7 @@ class SmtpServer:
         self.port = free_port()
         kwargs: dict = {}
         if users is not None:
-            def authenticate(server, session, envelope, mechanism, auth_data):  # noqa: ANN001, ANN202
+            def authenticate(server, session, envelope, mechanism, auth_data):
                 ok = isinstance(auth_data, LoginPassword) and users.get(auth_data.login.decode()) == \
                     auth_data.password.decode()
                 return AuthResult(success=ok, handled=False)

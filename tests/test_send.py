@@ -360,7 +360,7 @@ def test_someone_who_unsubscribes_during_a_send_is_skipped(ws, runner, smtp, mai
     store = SubscriberStore(ws.subscribers_path)
     original = mailbox.handle_DATA
 
-    async def unsubscribe_p2_after_first(server, session, envelope):  # noqa: ANN001, ANN202
+    async def unsubscribe_p2_after_first(server, session, envelope):
         reply = await original(server, session, envelope)
         if len(mailbox.received) == 1:
             with store.change() as people:

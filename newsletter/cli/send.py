@@ -114,14 +114,14 @@ def _refresh_archive(workspace: Workspace) -> None:
         err.print(Text.assemble(("Hinweis: ", "yellow"), f"Archiv nicht aktualisiert: {exc}"), soft_wrap=True)
 
 
-def _transports(workspace: Workspace, slug: str):  # noqa: ANN202 - a factory of Transport
+def _transports(workspace: Workspace, slug: str):
     config = workspace.config
     outbox = workspace.outbox_dir / slug
     make_transport(config.smtp, outbox, config.path.parent)  # fails early on a missing password
     return lambda: make_transport(config.smtp, outbox, config.path.parent)
 
 
-def _run(workspace: Workspace, journal: SendJournal, rendered, transport_factory) -> SendSummary:  # noqa: ANN001
+def _run(workspace: Workspace, journal: SendJournal, rendered, transport_factory) -> SendSummary:
     factory = MessageFactory(rendered, workspace.config, workspace.secret())
     total = journal.total()
     done = total - sum(journal.counts()[s] for s in ("pending", "deferred"))
@@ -243,7 +243,7 @@ def _send_test(workspace: Workspace, issue: Issue, addresses: list[str]) -> None
         transport.close()
 
 
-def _dry_run(workspace: Workspace, rendered) -> None:  # noqa: ANN001
+def _dry_run(workspace: Workspace, rendered) -> None:
     factory = MessageFactory(rendered, workspace.config, workspace.secret())
     people = [s for s in SubscriberStore(workspace.subscribers_path).active()]
     problems = 0
