@@ -431,3 +431,59 @@ def test_ctrl_c_stops_after_the_message_in_flight(ws, smtp, mailbox, issue) -> N
     process = _send_process(ws)
     process.communicate(timeout=60)
     assert Counter(r.rcpt_to[0] for r in mailbox.received) == {p[0]: 1 for p in people}
+
+
+def test_daily_limit_stops_and_resumes_tomorrow(ws, runner, smtp, mailbox, issue) -> None:
+    add_people(ws, [(f"p{i}@example.org", "", "active") for i in range(5)])
+    smtp_config(ws, smtp.port, daily_limit=2)
+    result = invoke(runner, "send", str(issue), "--yes")
+    assert result.exit_code == 0
+    assert "Tageslimit erreicht" in result.stdout
+    assert len(mailbox.received) == 2
+    assert journal_counts(ws)["pending"] == 3
+    again = invoke(runner, "send", str(issue), "--yes")
+    assert "Tageslimit erreicht" in again.stdout and len(mailbox.received) == 2
+    db = sqlite3.connect(journal_path(ws.journal_dir, "2026-12-impuls"))
+    db.execute("UPDATE recipients SET sent_at = '2000-01-01T00:00:00+00:00' WHERE state = 'sent'")  # a day later
+    db.commit()
+    db.close()
+    assert invoke(runner, "send", str(issue), "--yes").exit_code == 0
+    assert len(mailbox.received) == 4
+
+
+def _in_terminal(ws: Workspace, answer: bytes) -> tuple[int, str]:
+    """Run `send` with a real pseudo-terminal and answer its question."""
+    import pty
+
+    main, child = pty.openpty()
+    env = {**os.environ, "NEWSLETTER_WORKSPACE": str(ws.root), "COLUMNS": "100"}
+    process = subprocess.Popen([sys.executable, "-m", "newsletter", "send", "issues/2026-12-impuls.md"],
+                               cwd=ws.root, env=env, stdin=child, stdout=child, stderr=child)
+    os.close(child)
+    seen = b""
+    deadline = time.monotonic() + 30
+    while b"[y/N]" not in seen:
+        assert time.monotonic() < deadline, seen.decode(errors="replace")
+        seen += os.read(main, 4096)
+    os.write(main, answer)
+    while True:
+        try:
+            chunk = os.read(main, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(main)
+    return process.wait(timeout=30), seen.decode(errors="replace")
+
+
+def test_asks_before_sending_in_a_terminal(ws, smtp, mailbox, issue) -> None:
+    add_people(ws, [("a@example.org", "", "active"), ("b@example.org", "", "active")])
+    smtp_config(ws, smtp.port)
+    code, shown = _in_terminal(ws, b"n\n")
+    assert code == 0 and "An 2 Abonnent:innen senden?" in shown and "Nichts gesendet" in shown
+    assert mailbox.received == []
+    code, shown = _in_terminal(ws, b"y\n")
+    assert code == 0 and "Fertig" in shown
+    assert len(mailbox.received) == 2
