@@ -19,3 +19,7 @@ class SubscriberError(NewsletterError):
 
 class TransportError(NewsletterError):
     """Sending failed in a way that stops the whole run (login, TLS, refused sender)."""
+
+
+class CsvError(SubscriberError):
+    """A CSV file cannot be imported: not text, empty, or without a column of addresses."""

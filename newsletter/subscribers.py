@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import glob
 import hashlib
 import os
 import re
 import secrets
+import shutil
 import tempfile
+from collections import Counter
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +37,13 @@ from newsletter.errors import SubscriberError
 
 PENDING, ACTIVE, UNSUBSCRIBED, BOUNCED = "pending", "active", "unsubscribed", "bounced"
 STATUSES = (PENDING, ACTIVE, UNSUBSCRIBED, BOUNCED)
+STATUS_LABELS = {PENDING: "unbestätigt", ACTIVE: "aktiv", UNSUBSCRIBED: "abgemeldet",
+                 BOUNCED: "unzustellbar"}
 LOCK_TIMEOUT = 60.0
 PLAUSIBLE_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")
+# Ids travel in unsubscribe links; tokens.py accepts exactly these characters.
+VALID_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 HEADER = """\
 # Abonnent:innen des Newsletters. Von Hand bearbeitbar; das Programm prüft die Datei
 # beim Lesen und überschreibt nie eine Datei, die es nicht lesen konnte.
@@ -76,11 +84,20 @@ class Subscriber:
         return self.status == ACTIVE
 
     def to_toml(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v not in ("", None)}
+        """The fields worth writing, in file order (empty ones are left out)."""
+        values = ((name, getattr(self, name)) for name in FIELD_ORDER)
+        return {name: value for name, value in values if value is not None and value != ""}
+
+    def to_json(self) -> dict[str, Any]:
+        """Every field, timestamps as ISO 8601 text and None where unknown."""
+        values = ((name, getattr(self, name)) for name in FIELD_ORDER)
+        return {name: value.isoformat() if isinstance(value, dt.datetime) else value
+                for name, value in values}
 
 
-FIELD_NAMES = {f.name for f in fields(Subscriber)}
-DATE_FIELDS = {"subscribed_at", "confirmed_at", "unsubscribed_at", "bounced_at"}
+FIELD_ORDER = tuple(f.name for f in fields(Subscriber))
+FIELD_NAMES = frozenset(FIELD_ORDER)
+DATE_FIELDS = frozenset({"subscribed_at", "confirmed_at", "unsubscribed_at", "bounced_at"})
 
 
 def new_id() -> str:
@@ -92,14 +109,19 @@ def normalize_email(text: str) -> str:
     """Validate an address (syntax only, works offline) and return its normalised form."""
     try:
         result = validate_email(text.strip(), check_deliverability=False, allow_smtputf8=False)
-    except EmailNotValidError as exc:
-        raise SubscriberError(f"„{text.strip()}“ ist keine gültige E-Mail-Adresse: {exc}") from None
+    except EmailNotValidError:
+        raise SubscriberError(f"„{text.strip()}“ ist keine gültige E-Mail-Adresse") from None
     return result.normalized
 
 
 def email_key(email: str) -> str:
     """Addresses are stored as typed but compared without regard to case."""
-    return email.strip().casefold()
+    return email.strip().lower()
+
+
+def clean_name(name: str) -> str:
+    """A name is data: line breaks and control characters are flattened to spaces."""
+    return " ".join(CONTROL.sub(" ", name).split())[:200]
 
 
 @dataclass
@@ -110,6 +132,8 @@ class SubscriberList:
     salt: str = ""
     suppressed: set[str] = field(default_factory=set)
     changed: bool = False
+    # Set when someone's record was deleted: that write keeps no backup still holding them.
+    dropped: bool = False
 
     def __post_init__(self) -> None:
         self._by_key = {s.key: s for s in self.subscribers}
@@ -128,9 +152,14 @@ class SubscriberList:
         return self._by_id.get(subscriber_id)
 
     def require(self, email: str) -> Subscriber:
+        """The person with this address, or an error that also says if they were erased."""
         found = self.get(email)
         if found is None:
-            raise SubscriberError(f"{email}: nicht in der Liste")
+            if self.is_suppressed(email):
+                raise SubscriberError(
+                    f"{email.strip()}: nicht in der Liste; die Adresse wurde gelöscht "
+                    "(gespeichert ist nur ein Prüfwert, damit sie nicht wieder hineinkommt)")
+            raise SubscriberError(f"{email.strip()}: nicht in der Liste")
         return found
 
     def with_status(self, status: str | None) -> list[Subscriber]:
@@ -143,15 +172,31 @@ class SubscriberList:
         return hashlib.sha256(f"{self.salt}:{email_key(email)}".encode()).hexdigest()
 
     def is_suppressed(self, email: str) -> bool:
+        """True if this address was erased (forget); imports and sign-ups must not bring it back."""
         return bool(self.suppressed) and self.suppression_hash(email) in self.suppressed
 
-    def add(self, email: str, name: str = "", status: str = PENDING, source: str = "",
-            **details: Any) -> Subscriber:
-        """Add a new person; the caller has checked that the address is free and not suppressed."""
-        subscriber = Subscriber(id=new_id(), email=normalize_email(email), name=clean_name(name),
-                                status=status, source=source, subscribed_at=now(), **details)
-        if subscriber.key in self._by_key:
-            raise SubscriberError(f"{email}: steht schon in der Liste")
+    def add(self, email: str, name: str = "", status: str = PENDING, source: str = "", *,
+            allow_erased: bool = False, **details: Any) -> Subscriber:
+        """Add a new person; SubscriberError if the address is invalid, listed or erased.
+
+        An erased address comes back only with allow_erased (the person asked for it
+        explicitly, e.g. a new confirmed sign-up); its suppression hash is then dropped.
+        """
+        _check_status(status)
+        address = normalize_email(email)
+        existing = self.get(address)
+        if existing is not None:
+            raise SubscriberError(
+                f"{address}: steht schon in der Liste (Status: {STATUS_LABELS[existing.status]})")
+        if self.is_suppressed(address):
+            if not allow_erased:
+                raise SubscriberError(
+                    f"{address}: wurde auf Wunsch gelöscht und wird nicht ohne Weiteres "
+                    "wieder aufgenommen")
+            self.suppressed.discard(self.suppression_hash(address))
+        subscriber = Subscriber(id=new_id(), email=address, name=clean_name(name), status=status,
+                                source=source, **details)
+        subscriber.subscribed_at = subscriber.subscribed_at or now()
         while subscriber.id in self._by_id:  # pragma: no cover - 96 random bits
             subscriber.id = new_id()
         if status == ACTIVE and subscriber.confirmed_at is None:
@@ -163,17 +208,31 @@ class SubscriberList:
         return subscriber
 
     def set_status(self, subscriber: Subscriber, status: str) -> bool:
-        """Move someone to a new status with its timestamp; False if nothing changed."""
+        """Move someone to a new status with its timestamp; False if nothing changed.
+
+        Coming back to active after leaving or bouncing counts as a new confirmation.
+        """
+        _check_status(status)
         if subscriber.status == status:
             return False
-        subscriber.status = status
+        previous, subscriber.status = subscriber.status, status
         stamp = now()
         if status == ACTIVE:
-            subscriber.confirmed_at = subscriber.confirmed_at or stamp
+            if previous != PENDING or subscriber.confirmed_at is None:
+                subscriber.confirmed_at = stamp
         elif status == UNSUBSCRIBED:
             subscriber.unsubscribed_at = stamp
         elif status == BOUNCED:
             subscriber.bounced_at = stamp
+        self.changed = True
+        return True
+
+    def set_name(self, subscriber: Subscriber, name: str) -> bool:
+        """Give someone a (flattened) name; False if it is the one they have."""
+        name = clean_name(name)
+        if subscriber.name == name:
+            return False
+        subscriber.name = name
         self.changed = True
         return True
 
@@ -190,6 +249,7 @@ class SubscriberList:
         del self._by_key[subscriber.key]
         del self._by_id[subscriber.id]
         self.changed = True
+        self.dropped = True
 
     def to_toml(self) -> str:
         data: dict[str, Any] = {"subscriber": [s.to_toml() for s in self.subscribers]}
@@ -198,17 +258,19 @@ class SubscriberList:
         return HEADER + tomli_w.dumps(data)
 
 
-def clean_name(name: str) -> str:
-    """A name is data: line breaks and control characters are flattened to spaces."""
-    return " ".join(re.sub(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]", " ", name).split())[:200]
+def _check_status(status: str) -> None:
+    if status not in STATUSES:
+        raise SubscriberError(f"Status „{status}“ ist unbekannt (erlaubt: {', '.join(STATUSES)})")
 
 
 class SubscriberStore:
     """subscribers.toml on disk. Reads need no lock (renames are atomic); changes take it."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.lock = FileLock(str(path) + ".lock", timeout=LOCK_TIMEOUT)
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self.backup_path = self.path.with_name(self.path.name + ".bak")
+        self.lock = FileLock(str(self.path) + ".lock", timeout=LOCK_TIMEOUT)
+        self._temp_prefix = f".{self.path.name}."
 
     def load(self) -> SubscriberList:
         try:
@@ -225,7 +287,12 @@ class SubscriberStore:
 
     @contextlib.contextmanager
     def change(self) -> Iterator[SubscriberList]:
-        """Lock, read the current file, let the caller change it, write it back atomically."""
+        """Lock, read the current file, let the caller change it, write it back atomically.
+
+        If the file cannot be parsed, the error is raised before the caller sees anything
+        and nothing is written. If the caller raises, nothing is written either.
+        """
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         try:
             self.lock.acquire()
         except Timeout:
@@ -234,24 +301,57 @@ class SubscriberStore:
             current = self.load()
             yield current
             if current.changed:
-                self._write(current.to_toml().encode())
+                self._write(current.to_toml().encode(), keep_backup=not current.dropped)
         finally:
             self.lock.release()
 
-    def _write(self, data: bytes) -> None:
+    def update_status(self, subscriber_id: str, status: str) -> Subscriber | None:
+        """Set one person's status under the lock in one call; None if the id is unknown.
+
+        For the unsubscribe link and for bounces: the file is re-read under the lock, so a
+        change made meanwhile by anyone else is kept.
+        """
+        _check_status(status)
+        with self.change() as people:
+            subscriber = people.by_id(subscriber_id)
+            if subscriber is not None:
+                people.set_status(subscriber, status)
+            return subscriber
+
+    def add(self, email: str, name: str = "", status: str = PENDING, source: str = "",
+            **options: Any) -> Subscriber:
+        """Add one person under the lock (see SubscriberList.add)."""
+        with self.change() as people:
+            return people.add(email, name, status, source, **options)
+
+    def unsubscribe(self, email: str) -> tuple[Subscriber, bool]:
+        """Mark someone unsubscribed, keeping their consent history; False if they already were."""
+        with self.change() as people:
+            subscriber = people.require(email)
+            return subscriber, people.set_status(subscriber, UNSUBSCRIBED)
+
+    def forget(self, email: str) -> Subscriber:
+        """Erase someone under the lock; returns the record as it was, for the confirmation."""
+        with self.change() as people:
+            return people.forget(email)
+
+    def _write(self, data: bytes, keep_backup: bool = True) -> None:
+        """Temp file, fsync, backup, rename, fsync the folder. Called with the lock held."""
         folder = self.path.parent
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".subscribers.", suffix=".tmp")
+        self._remove_leftovers()
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=self._temp_prefix, suffix=".tmp")
         try:
             os.fchmod(fd, 0o600)
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
-            if self.path.exists():  # keep the previous version as the one backup
-                backup_tmp = f"{tmp}.bak"
-                os.link(self.path, backup_tmp)
-                os.replace(backup_tmp, self.path.with_suffix(".toml.bak"))
+            if keep_backup and self.path.exists():
+                self._keep_backup(f"{tmp}.bak")
+            elif not keep_backup:
+                # The old version (and an older backup) may hold someone just erased.
+                with contextlib.suppress(FileNotFoundError):
+                    self.backup_path.unlink()
             os.replace(tmp, self.path)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
@@ -263,6 +363,25 @@ class SubscriberStore:
         finally:
             os.close(dir_fd)
 
+    def _keep_backup(self, staging: str) -> None:
+        """The current file becomes the backup, itself replaced atomically."""
+        try:
+            os.link(self.path, staging)
+        except OSError:  # a filesystem without hard links: copy instead
+            shutil.copy2(self.path, staging)
+        try:
+            os.replace(staging, self.backup_path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                Path(staging).unlink()
+            raise
+
+    def _remove_leftovers(self) -> None:
+        """Temp files of a writer that was killed; safe to delete because we hold the lock."""
+        for leftover in self.path.parent.glob(f"{glob.escape(self._temp_prefix)}*.tmp*"):
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()
+
 
 def parse_subscribers(path: Path, raw: bytes) -> SubscriberList:
     """Parse and validate the file; any problem names the line so a hand edit can be fixed."""
@@ -273,20 +392,23 @@ def parse_subscribers(path: Path, raw: bytes) -> SubscriberList:
         raise SubscriberError(f"{path}: ist kein UTF-8-Text") from None
     except toml_reader.TOMLDecodeError as exc:
         raise SubscriberError(f"{path}: {toml_error_text(exc)}") from None
-    starts = [text.count("\n", 0, m.start()) + 1
-              for m in re.finditer(r"^[ \t]*\[\[[ \t]*subscriber[ \t]*\]\]", text, re.MULTILINE)]
     unknown = set(data) - {"subscriber", "suppression"}
     if unknown:
-        raise SubscriberError(f"{path}: unbekannter Eintrag „{sorted(unknown)[0]}“ (erwartet [[subscriber]])")
+        name = sorted(unknown)[0]
+        raise SubscriberError(f"{path}:{_line_of(text, name)}: unbekannter Eintrag „{name}“ "
+                              "(erwartet [[subscriber]] oder [suppression])")
     records = data.get("subscriber", [])
     if not isinstance(records, list):
         raise SubscriberError(f"{path}: „subscriber“ muss als [[subscriber]] geschrieben werden")
+    starts = _table_lines(text)
     people: list[Subscriber] = []
     seen: dict[str, int] = {}
     ids: set[str] = set()
     for index, record in enumerate(records):
         line = starts[index] if index < len(starts) else 0
         where = f"{path}:{line}"
+        if not isinstance(record, dict):
+            raise SubscriberError(f"{where}: „subscriber“ muss als [[subscriber]] geschrieben werden")
         subscriber = _subscriber_from(where, record)
         if subscriber.key in seen:
             raise SubscriberError(f"{where}: {subscriber.email} steht doppelt (auch Zeile {seen[subscriber.key]})")
@@ -295,9 +417,44 @@ def parse_subscribers(path: Path, raw: bytes) -> SubscriberList:
         seen[subscriber.key] = line
         ids.add(subscriber.id)
         people.append(subscriber)
-    suppression = data.get("suppression", {})
-    return SubscriberList(subscribers=people, salt=str(suppression.get("salt", "")),
-                          suppressed=set(suppression.get("hashes", [])))
+    salt, hashes = _suppression_from(path, text, data.get("suppression", {}))
+    return SubscriberList(subscribers=people, salt=salt, suppressed=hashes)
+
+
+SUBSCRIBER_HEADER = re.compile(r"^[ \t]*\[\[[ \t]*subscriber[ \t]*\]\]", re.MULTILINE)
+
+
+def _table_lines(text: str) -> list[int]:
+    """The line number of each `[[subscriber]]` header, counted in one pass."""
+    lines: list[int] = []
+    line, position = 1, 0
+    for match in SUBSCRIBER_HEADER.finditer(text):
+        line += text.count("\n", position, match.start())
+        position = match.start()
+        lines.append(line)
+    return lines
+
+
+def _line_of(text: str, key: str) -> int:
+    """The first line that starts the table or key `key`, for errors outside [[subscriber]]."""
+    match = re.search(rf"^[ \t]*(\[+[ \t]*)?{re.escape(key)}\b", text, re.MULTILINE)
+    return text.count("\n", 0, match.start()) + 1 if match else 0
+
+
+def _suppression_from(path: Path, text: str, table: Any) -> tuple[str, set[str]]:
+    where = f"{path}:{_line_of(text, 'suppression')}"
+    if not isinstance(table, dict):
+        raise SubscriberError(f"{where}: „suppression“ muss eine Tabelle [suppression] sein")
+    unknown = set(table) - {"salt", "hashes"}
+    if unknown:
+        raise SubscriberError(f"{where}: unbekannter Schlüssel „{sorted(unknown)[0]}“ in [suppression]")
+    salt, hashes = table.get("salt", ""), table.get("hashes", [])
+    if not isinstance(salt, str) or not isinstance(hashes, list) \
+            or not all(isinstance(h, str) for h in hashes):
+        raise SubscriberError(f"{where}: [suppression] braucht salt (Text) und hashes (Liste von Texten)")
+    if hashes and not salt:
+        raise SubscriberError(f"{where}: [suppression] salt fehlt; ohne ihn sind die Prüfwerte wertlos")
+    return salt, set(hashes)
 
 
 def _subscriber_from(where: str, record: dict[str, Any]) -> Subscriber:
@@ -314,10 +471,34 @@ def _subscriber_from(where: str, record: dict[str, Any]) -> Subscriber:
     for key in ("id", "email"):
         if not record.get(key):
             raise SubscriberError(f"{where}: {key} fehlt")
+    if not VALID_ID.fullmatch(record["id"]):
+        raise SubscriberError(f"{where}: id „{record['id']}“ darf nur A–Z, a–z, 0–9, - und _ enthalten")
     if record.get("status", PENDING) not in STATUSES:
         raise SubscriberError(f"{where}: status „{record['status']}“ ist unbekannt (erlaubt: {', '.join(STATUSES)})")
     # A light check: full validation happened when the address was added, and is too slow
     # to repeat for 100,000 people on every read.
     if not PLAUSIBLE_EMAIL.fullmatch(record["email"]):
         raise SubscriberError(f"{where}: „{record['email']}“ ist keine gültige E-Mail-Adresse")
+    name = record.get("name")
+    if name and CONTROL.search(name):  # a hand edit: a name never carries a line break onward
+        record["name"] = clean_name(name)
     return Subscriber(**record)
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Counts for `subscribers stats`."""
+
+    total: int
+    by_status: dict[str, int]
+    signups_by_month: dict[str, int]  # "YYYY-MM" → people who signed up that month
+    erased: int
+
+
+def subscriber_stats(people: SubscriberList) -> Stats:
+    by_status = dict.fromkeys(STATUSES, 0)
+    by_status.update(Counter(s.status for s in people))
+    months = Counter(s.subscribed_at.astimezone().strftime("%Y-%m") for s in people if s.subscribed_at)
+    return Stats(total=len(people), by_status=by_status,
+                 signups_by_month=dict(sorted(months.items())), erased=len(people.suppressed))
+
