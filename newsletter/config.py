@@ -85,7 +85,9 @@ class WebSettings:
     confirm_days: int = 7
     welcome_mail: bool = True
     trust_proxy: bool = False
-    signups_per_hour: int = 10
+    signups_per_hour: int = 10            # sign-ups from one IP address
+    mails_per_address_per_day: int = 3    # confirmation mails to one address
+    privacy_url: str = ""                 # the privacy notice the sign-up form links to
 
 
 @dataclass(frozen=True)
@@ -248,6 +250,11 @@ def _validate(config: Config) -> None:
         fail("[web] confirm_days", "muss mindestens 1 sein")
     if not 0 < web.port <= 65535:
         fail("[web] port", f"{web.port} ist kein gültiger Port")
+    for key in ("signups_per_hour", "mails_per_address_per_day"):
+        if getattr(web, key) < 1:
+            fail(f"[web] {key}", "muss mindestens 1 sein")
+    if web.privacy_url and not re.fullmatch(r"https?://\S+", web.privacy_url):
+        fail("[web] privacy_url", f'"{web.privacy_url}" ist keine Adresse wie "https://example.org/datenschutz"')
 
 
 def _resolve(config_path: Path, value: str) -> Path:

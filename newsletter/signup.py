@@ -1,0 +1,258 @@
+"""Double opt-in on the subscriber file: sign-up, confirmation, unsubscribe, and pruning what was never confirmed.
+
+The web app only turns HTTP into calls of `Signups`. Every change of the subscriber file happens
+here, through `SubscriberStore.change()` (lock, read, change, atomic write), and mails go out only
+after the lock is released, so a slow mail server never holds up a send or an import.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from newsletter.config import Config
+from newsletter.errors import NewsletterError, SubscriberError
+from newsletter.mails import CONFIRM_MAIL, WELCOME_MAIL, Mail, build_mail
+from newsletter.subscribers import (
+    ACTIVE,
+    PENDING,
+    UNSUBSCRIBED,
+    Subscriber,
+    SubscriberStore,
+    clean_name,
+    email_key,
+    normalize_email,
+    now,
+)
+from newsletter.texts import texts
+from newsletter.tokens import CONFIRM, UNSUBSCRIBE, make_token, unsubscribe_url, verify_token
+from newsletter.transport import make_transport
+from newsletter.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+SOURCE = "web"
+DAY = 86400
+
+# What a sign-up, confirmation or unsubscribe came to; the web app picks the page by it.
+INVALID = "invalid"      # a form with mistakes, or a link that is forged, damaged or expired
+TOO_MANY = "too_many"    # this IP address has signed up too often within the hour
+RECEIVED = "received"    # the one answer every acceptable sign-up gets, whatever happened
+ASK = "ask"              # the link is good: show the button
+DONE = "done"            # confirmed or unsubscribed (now or earlier)
+
+
+@dataclass(frozen=True)
+class SignupForm:
+    """What someone typed into the sign-up form; nothing here is trusted yet."""
+
+    email: str
+    name: str = ""
+    consent: bool = False
+    honeypot: str = ""  # a field people never see; bots fill it in
+    page: str = ""      # the page the form was on (hidden field or Referer)
+
+
+@dataclass(frozen=True)
+class SignupResult:
+    outcome: str
+    problems: list[str] = field(default_factory=list)  # keys into texts() for the form
+
+
+def consent_text(config: Config) -> str:
+    """The sentence next to the checkbox, exactly as it is stored with each sign-up."""
+    nl = config.newsletter
+    return nl.consent_text or texts(nl.language)["consent_default"].format(name=nl.name)
+
+
+class RateLimit:
+    """At most `limit` events per key within `window` seconds; in memory, so a restart forgets."""
+
+    def __init__(self, limit: int, window: float, clock: Callable[[], float]) -> None:
+        self.limit = limit
+        self.window = window
+        self.clock = clock
+        self._events: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def allow(self, key: str) -> bool:
+        """Count one event for `key`; False (and not counted) when the limit is reached."""
+        moment = self.clock()
+        with self._lock:
+            if len(self._events) > 10_000:
+                self._forget_idle(moment)
+            events = self._events.setdefault(key, deque())
+            while events and events[0] <= moment - self.window:
+                events.popleft()
+            if len(events) >= self.limit:
+                return False
+            events.append(moment)
+            return True
+
+    def _forget_idle(self, moment: float) -> None:
+        for key in [k for k, events in self._events.items() if not events or events[-1] <= moment - self.window]:
+            del self._events[key]
+
+
+class Signups:
+    """Sign-up, confirmation and unsubscribe for one workspace, shared by all requests of `serve`."""
+
+    def __init__(self, workspace: Workspace, clock: Callable[[], float] = time.time) -> None:
+        self.workspace = workspace
+        self.config = workspace.config
+        self.secret = workspace.secret()
+        self.clock = clock
+        web = self.config.web
+        self.per_ip = RateLimit(web.signups_per_hour, 3600, clock)
+        self.per_address = RateLimit(web.mails_per_address_per_day, DAY, clock)
+
+    @property
+    def store(self) -> SubscriberStore:
+        return SubscriberStore(self.workspace.subscribers_path)
+
+    def sign_up(self, form: SignupForm, ip: str) -> SignupResult:
+        """Store a pending sign-up with its consent record and mail the confirmation link.
+
+        Whether the address is new, pending, active or suppressed, the result is the same
+        RECEIVED, so the form cannot be used to find out who is on the list.
+        """
+        problems = []
+        try:
+            email = normalize_email(form.email)
+        except SubscriberError:
+            problems.append("signup_bad_email")
+        if not form.consent:
+            problems.append("signup_no_consent")
+        if problems:
+            return SignupResult(INVALID, problems)
+        if form.honeypot.strip():
+            return SignupResult(RECEIVED)
+        if not self.per_ip.allow(ip):
+            return SignupResult(TOO_MANY)
+        if not self.per_address.allow(email_key(email)):
+            log.info("Anmeldung: zu viele Bestätigungsmails an dieselbe Adresse, diese übersprungen")
+            return SignupResult(RECEIVED)
+        details = {
+            "signup_ip": ip, "signup_page": signup_page(form.page), "consent_text": consent_text(self.config),
+            "consent_version": self.config.newsletter.consent_version,
+        }
+        with self.store.change() as people:
+            if people.is_suppressed(email):
+                return SignupResult(RECEIVED)
+            person = people.get(email)
+            if person is None:
+                person = people.add(email, form.name, status=PENDING, source=SOURCE, **details)
+            elif person.status == ACTIVE:
+                return SignupResult(RECEIVED)
+            else:  # pending again, or back after leaving: this sign-up's consent is the one to confirm
+                people.set_status(person, PENDING)
+                person.name = clean_name(form.name) or person.name
+                person.source, person.subscribed_at = SOURCE, now()
+                person.confirmed_at, person.confirm_ip = None, ""
+                for key, value in details.items():
+                    setattr(person, key, value)
+                people.changed = True
+            subscriber_id = person.id
+        token = make_token(self.secret, subscriber_id, CONFIRM, issued_at=int(self.clock()))
+        mail = build_mail(self.workspace, CONFIRM_MAIL, email, {
+            "confirm_url": f"{self.config.base_url}/c/{token}", "confirm_days": self.config.web.confirm_days})
+        self._deliver(mail, CONFIRM_MAIL)  # a TransportError goes up: the person should hear it failed
+        return SignupResult(RECEIVED)
+
+    def _confirmed_id(self, token: str) -> str | None:
+        return verify_token(self.secret, token, CONFIRM, max_age=self.config.web.confirm_days * DAY,
+                            now=self.clock())
+
+    def check_confirm(self, token: str) -> str:
+        """What the confirmation page should show; changes nothing (mail scanners open links)."""
+        subscriber_id = self._confirmed_id(token)
+        person = self.store.load().by_id(subscriber_id) if subscriber_id else None
+        if person is None or person.status not in (PENDING, ACTIVE):
+            return INVALID
+        return DONE if person.status == ACTIVE else ASK
+
+    def confirm(self, token: str, ip: str) -> str:
+        """Make a pending sign-up active, with the time and IP of the confirmation; idempotent."""
+        subscriber_id = self._confirmed_id(token)
+        if subscriber_id is None:
+            return INVALID
+        with self.store.change() as people:
+            person = people.by_id(subscriber_id)
+            if person is None or person.status not in (PENDING, ACTIVE):
+                return INVALID
+            if person.status == ACTIVE:
+                return DONE
+            person.confirmed_at, person.confirm_ip = now(), ip
+            people.set_status(person, ACTIVE)
+            email = person.email
+        if self.config.web.welcome_mail:
+            self._welcome(subscriber_id, email)
+        return DONE
+
+    def _welcome(self, subscriber_id: str, email: str) -> None:
+        """Sent once, on the step to active; the confirmation stands even if this mail fails."""
+        try:
+            mail = build_mail(self.workspace, WELCOME_MAIL, email, {
+                "unsubscribe_url": unsubscribe_url(self.config.base_url, self.secret, subscriber_id)})
+            self._deliver(mail, WELCOME_MAIL)
+        except NewsletterError as exc:
+            log.warning("Willkommensmail nicht gesendet: %s", exc)
+
+    def check_unsubscribe(self, token: str) -> str:
+        """ASK for a genuine link, INVALID otherwise; reads nothing and changes nothing."""
+        return ASK if verify_token(self.secret, token, UNSUBSCRIBE) else INVALID
+
+    def unsubscribe(self, token: str) -> str:
+        """Mark the person unsubscribed; a second click, or a person already erased, is DONE too."""
+        subscriber_id = verify_token(self.secret, token, UNSUBSCRIBE)
+        if subscriber_id is None:
+            return INVALID
+        with self.store.change() as people:
+            person = people.by_id(subscriber_id)
+            if person is not None:
+                people.set_status(person, UNSUBSCRIBED)
+        return DONE
+
+    def _deliver(self, mail: Mail, kind: str) -> None:
+        config = self.config
+        transport = make_transport(config.smtp, self.workspace.outbox_dir / "web" / kind, config.path.parent)
+        try:
+            delivery = transport.deliver(mail.envelope_from, mail.envelope_to, mail.data)
+        finally:
+            transport.close()
+        if not delivery.accepted:  # the reply may name the address: log only the code
+            log.warning("%s-Mail nicht angenommen (SMTP %s)", kind, delivery.code)
+
+
+def signup_page(value: str) -> str:
+    """Where the form was: scheme, host and path only (a query string could carry personal data)."""
+    try:
+        parts = urlsplit(value.strip())
+    except ValueError:
+        return ""
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return ""
+    page = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
+    return page if page.isprintable() and len(page) <= 500 else ""
+
+
+def prune_pending(store: SubscriberStore, max_age: dt.timedelta, at: dt.datetime | None = None,
+                  dry_run: bool = False) -> list[Subscriber]:
+    """Remove pending sign-ups older than `max_age` (their link has expired: they never consented).
+
+    Pending records without a sign-up time are kept, since their age is unknown. Returns the
+    removed people (or, with dry_run, those that would be removed, leaving the file untouched).
+    """
+    cutoff = (at or now()) - max_age
+    with store.change() as people:
+        expired = [p for p in people if p.status == PENDING and p.subscribed_at and p.subscribed_at < cutoff]
+        if not dry_run:
+            for person in expired:
+                people.remove(person)
+    return expired

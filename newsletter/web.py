@@ -1,0 +1,213 @@
+"""`newsletter serve`: the small web app the links in every mail point to, built on Werkzeug, served by waitress.
+
+Four paths and nothing else: /u/<token> (unsubscribe, RFC 8058 one-click), /subscribe (sign-up),
+/c/<token> (confirmation) and /healthz. No cookies, no JavaScript, nothing loaded from elsewhere.
+The decisions live in `newsletter.signup`; this module turns HTTP into its calls and back into pages.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+from urllib.parse import parse_qsl
+
+import waitress
+from werkzeug.exceptions import (
+    BadRequest,
+    HTTPException,
+    MethodNotAllowed,
+    RequestEntityTooLarge,
+    UnsupportedMediaType,
+)
+from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.routing import Map, Rule
+from werkzeug.wrappers import Request, Response
+
+from newsletter.errors import ConfigError, NewsletterError
+from newsletter.signup import ASK, INVALID, TOO_MANY, SignupForm, Signups, consent_text
+from newsletter.texts import texts
+from newsletter.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 16 * 1024  # a sign-up form is a few hundred bytes
+MAX_FIELDS = 20
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+                               "base-uri 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",  # the token in the address stays here
+    "Cache-Control": "no-store",
+    "X-Robots-Tag": "noindex",
+}
+URLS = Map([
+    Rule("/healthz", endpoint="health", methods=["GET"]),
+    Rule("/subscribe", endpoint="subscribe", methods=["GET", "POST"]),
+    Rule("/u/<token>", endpoint="unsubscribe", methods=["GET", "POST"]),
+    Rule("/c/<token>", endpoint="confirm", methods=["GET", "POST"]),
+], strict_slashes=False, merge_slashes=False, redirect_defaults=False)
+
+
+class LimitedRequest(Request):
+    max_content_length = MAX_BODY
+    max_form_memory_size = MAX_BODY
+    max_form_parts = MAX_FIELDS
+
+
+class _Fill(dict):
+    """str.format_map that leaves placeholders it has no value for as they are."""
+
+    def __missing__(self, key: str) -> str:
+        return "{" + key + "}"
+
+
+class WebApp:
+    """The WSGI application for one workspace."""
+
+    def __init__(self, workspace: Workspace, clock: Callable[[], float] = time.time) -> None:
+        config = workspace.config
+        if not config.base_url:
+            raise ConfigError(f"{config.path}: [newsletter] base_url fehlt: die öffentliche https-Adresse, unter der "
+                              "`newsletter serve` erreichbar ist (sonst führen die Links in den Mails ins Leere)")
+        self.config = config
+        self.templates = workspace.templates
+        self.signups = Signups(workspace, clock)
+        nl = config.newsletter
+        values = _Fill(name=nl.name, days=config.web.confirm_days, email=nl.reply_to or nl.from_email)
+        self.context: dict[str, Any] = {
+            "newsletter": nl, "imprint": config.imprint, "language": nl.language,
+            "t": {key: text.format_map(values) for key, text in texts(nl.language).items()},
+            "privacy_url": config.web.privacy_url, "signup_url": f"{config.base_url}/subscribe",
+        }
+        self.wsgi = ProxyFix(self.respond, x_for=1) if config.web.trust_proxy else self.respond
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        return self.wsgi(environ, start_response)
+
+    def respond(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        request = LimitedRequest(environ)
+        try:
+            response = self.dispatch(request)
+        except HTTPException as exc:
+            response = self.error(exc.code or 500)
+            if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
+                response.headers["Allow"] = ", ".join(exc.valid_methods)
+        except NewsletterError as exc:  # subscriber file locked or unreadable, mail server down
+            log.error("%s: %s", request.path.split("/")[1], exc)
+            response = self.error(503)
+        except Exception:  # a bug: the person sees a calm page, the log gets the traceback
+            log.exception("Fehler bei %s /%s", request.method, request.path.split("/")[1])
+            response = self.error(500)
+        response.headers.update(SECURITY_HEADERS)
+        return response(environ, start_response)
+
+    def dispatch(self, request: Request) -> Response:
+        if request.content_length and request.content_length > MAX_BODY:
+            raise RequestEntityTooLarge
+        endpoint, args = URLS.bind_to_environ(request.environ).match()
+        return getattr(self, endpoint)(request, **args)
+
+    # --- pages -------------------------------------------------------------------------------
+
+    def page(self, name: str, status: int = 200, **context: Any) -> Response:
+        html = self.templates.get_template(f"web/{name}.html").render(**self.context, **context)
+        return Response(html, status=status, mimetype="text/html")
+
+    def message(self, key: str, status: int = 200, link: tuple[str, str] | None = None,
+                hint: str = "") -> Response:
+        t = self.context["t"]
+        return self.page("message", status, title=t[f"{key}_title"], text=t[f"{key}_text"], link=link, hint=hint)
+
+    def ask(self, key: str) -> Response:
+        t = self.context["t"]
+        return self.page("ask", title=t[f"{key}_title"], text=t[f"{key}_text"], button=t[f"{key}_button"])
+
+    def error(self, status: int) -> Response:
+        key = {400: "error_400", 404: "error_404", 405: "error_405", 413: "error_413",
+               415: "error_400", 429: "error_429"}.get(status, "error_500")
+        return self.message(key, status)
+
+    # --- endpoints -----------------------------------------------------------------------------
+
+    def health(self, request: Request) -> Response:
+        return Response("ok\n", mimetype="text/plain")
+
+    def subscribe(self, request: Request) -> Response:
+        if request.method == "GET":
+            return self.signup_form()
+        fields = form_fields(request)
+        form = SignupForm(
+            email=fields.get("email", ""), name=fields.get("name", ""), consent=bool(fields.get("consent")),
+            honeypot=fields.get("website", ""), page=fields.get("page") or request.referrer or "",
+        )
+        result = self.signups.sign_up(form, request.remote_addr or "")
+        if result.outcome == INVALID:
+            return self.signup_form(form, result.problems, status=400)
+        if result.outcome == TOO_MANY:
+            return self.error(429)
+        return self.message("signup_sent", hint=self.context["t"]["signup_sent_hint"])
+
+    def signup_form(self, form: SignupForm | None = None, problems: list[str] | None = None,
+                    status: int = 200) -> Response:
+        return self.page("subscribe", status, title=self.context["t"]["signup_title"],
+                         form=form or SignupForm(email=""), problems=problems or [],
+                         consent_text=consent_text(self.config), page_url=self.context["signup_url"])
+
+    def unsubscribe(self, request: Request, token: str) -> Response:
+        # One-click (RFC 8058) posts `List-Unsubscribe=One-Click`, the button posts nothing: the
+        # signed token is what counts, so the body is not even read.
+        signups = self.signups
+        outcome = signups.check_unsubscribe(token) if request.method == "GET" else signups.unsubscribe(token)
+        if outcome == INVALID:
+            return self.message("unsubscribe_invalid", 400)
+        return self.ask("unsubscribe") if outcome == ASK else self.message("unsubscribed")
+
+    def confirm(self, request: Request, token: str) -> Response:
+        if request.method == "GET":
+            outcome = self.signups.check_confirm(token)
+        else:
+            outcome = self.signups.confirm(token, request.remote_addr or "")
+        if outcome == INVALID:
+            return self.message("confirm_invalid", 400,
+                                link=(self.context["signup_url"], self.context["t"]["signup_again"]))
+        return self.ask("confirm") if outcome == ASK else self.message("confirmed")
+
+
+def form_fields(request: Request) -> dict[str, str]:
+    """The posted form, read strictly: URL-encoded UTF-8 only, anything else is a 4xx.
+
+    Werkzeug's own form parser forgives broken encodings by design; here a broken one is
+    refused, so nothing half-decoded is ever stored.
+    """
+    if request.mimetype != "application/x-www-form-urlencoded":
+        raise UnsupportedMediaType
+    try:
+        text = request.get_data().decode("utf-8")
+        pairs = parse_qsl(text, keep_blank_values=True, encoding="utf-8", errors="strict",
+                          max_num_fields=MAX_FIELDS)
+    except (UnicodeDecodeError, ValueError):
+        raise BadRequest from None
+    return dict(pairs)
+
+
+def form_snippet(workspace: Workspace) -> str:
+    """The sign-up form as HTML to paste into the author's website; it posts to base_url/subscribe."""
+    config = workspace.config
+    if not config.base_url:
+        raise ConfigError(f"{config.path}: [newsletter] base_url fehlt: dorthin schickt das Formular die Anmeldung")
+    nl = config.newsletter
+    words = texts(nl.language)
+    return workspace.templates.get_template("web/form.html").render(
+        action=f"{config.base_url}/subscribe", t=words, consent_text=consent_text(config),
+        intro=words["signup_intro"].format(name=nl.name), privacy_url=config.web.privacy_url,
+    )
+
+
+def create_server(app: WebApp, host: str, port: int) -> Any:
+    """waitress on host:port. It refuses bodies far over the limit itself; the app answers the rest."""
+    return waitress.create_server(
+        app, host=host, port=port, threads=4, ident="newsletter", expose_tracebacks=False,
+        max_request_body_size=4 * MAX_BODY, max_request_header_size=16 * 1024, channel_timeout=30,
+    )
