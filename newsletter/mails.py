@@ -28,6 +28,8 @@ from newsletter.texts import texts
 from newsletter.workspace import Workspace
 
 FENCE = "+++"
+# The standard SMTP policy, with quoted-printable lines of at most 76 bytes (RFC 2045) instead of 78.
+POLICY = SMTP.clone(max_line_length=76)
 CONFIRM_MAIL = "confirm"
 WELCOME_MAIL = "welcome"
 
@@ -107,7 +109,7 @@ def compose(workspace: Workspace, to: str, subject: str, body: str) -> Mail:
 
     sender = ascii_address(nl.from_email)
     domain = sender.rpartition("@")[2]
-    message = EmailMessage(policy=SMTP)
+    message = EmailMessage(policy=POLICY)
     # Address objects: the policy RFC 2047-encodes the display name and leaves the address as it is.
     message["From"] = Address(display_name=nl.from_name, addr_spec=sender)
     message["To"] = Address(addr_spec=ascii_address(to))
@@ -122,4 +124,4 @@ def compose(workspace: Workspace, to: str, subject: str, body: str) -> Mail:
     for part in message.iter_parts():
         del part["MIME-Version"]  # add_alternative copies it into the part; it belongs on top only
     return Mail(envelope_from=sender, envelope_to=ascii_address(to), subject=subject,
-                data=message.as_bytes(policy=SMTP))
+                data=message.as_bytes(policy=POLICY))

@@ -152,15 +152,16 @@ class Signups:
                 return SignupResult(RECEIVED)
             else:  # pending again, or back after leaving: this sign-up's consent is the one to confirm
                 people.set_status(person, PENDING)
-                person.name = clean_name(form.name) or person.name
+                if clean_name(form.name):
+                    people.set_name(person, form.name)
                 person.source, person.subscribed_at = SOURCE, now()
                 person.confirmed_at, person.confirm_ip = None, ""
                 for key, value in details.items():
                     setattr(person, key, value)
                 people.changed = True
-            subscriber_id = person.id
+            subscriber_id, address = person.id, person.email
         token = make_token(self.secret, subscriber_id, CONFIRM, issued_at=int(self.clock()))
-        mail = build_mail(self.workspace, CONFIRM_MAIL, email, {
+        mail = build_mail(self.workspace, CONFIRM_MAIL, address, {
             "confirm_url": f"{self.config.base_url}/c/{token}", "confirm_days": self.config.web.confirm_days})
         self._deliver(mail, CONFIRM_MAIL)  # a TransportError goes up: the person should hear it failed
         return SignupResult(RECEIVED)
@@ -213,10 +214,7 @@ class Signups:
         subscriber_id = verify_token(self.secret, token, UNSUBSCRIBE)
         if subscriber_id is None:
             return INVALID
-        with self.store.change() as people:
-            person = people.by_id(subscriber_id)
-            if person is not None:
-                people.set_status(person, UNSUBSCRIBED)
+        self.store.update_status(subscriber_id, UNSUBSCRIBED)
         return DONE
 
     def _deliver(self, mail: Mail, kind: str) -> None:

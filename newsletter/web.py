@@ -206,8 +206,13 @@ def form_snippet(workspace: Workspace) -> str:
 
 
 def create_server(app: WebApp, host: str, port: int) -> Any:
-    """waitress on host:port. It refuses bodies far over the limit itself; the app answers the rest."""
+    """waitress on host:port. It refuses bodies far over the limit itself; the app answers the rest.
+
+    X-Forwarded-For is passed through untouched: the app itself decides ([web] trust_proxy)
+    whether to believe it, the same under waitress as under any other WSGI server.
+    """
     return waitress.create_server(
         app, host=host, port=port, threads=4, ident="newsletter", expose_tracebacks=False,
         max_request_body_size=4 * MAX_BODY, max_request_header_size=16 * 1024, channel_timeout=30,
+        clear_untrusted_proxy_headers=False,
     )

@@ -9,6 +9,7 @@ from email.message import Message
 from urllib.parse import urlsplit
 
 from smtp_server import free_port
+from waitress import wasyncore
 
 from newsletter.web import WebApp, create_server
 from newsletter.workspace import Workspace
@@ -40,8 +41,11 @@ class WebServer:
         return self
 
     def stop(self) -> None:
-        self.server.close()
-        self.thread.join(timeout=10)
+        # Close every socket from inside waitress's own loop (closing them from this thread
+        # would pull them out from under its select()); the loop ends once none is left.
+        self.server.trigger.pull_trigger(lambda: wasyncore.close_all(self.server._map))
+        self.thread.join(timeout=30)
+        self.server.task_dispatcher.shutdown()
 
     def request(self, method: str, target: str, body: bytes | str | None = None,
                 headers: dict[str, str] | None = None) -> Reply:

@@ -1,0 +1,656 @@
+"""newsletter serve over real HTTP: waitress on loopback, the subscriber file on disk, the mails it sends."""
+
+from __future__ import annotations
+
+import datetime as dt
+import http.client
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from urllib.parse import urlencode, urlsplit
+
+import pytest
+from conftest import invoke
+from smtp_server import Mailbox, SmtpServer, free_port
+from web_server import WebServer
+
+from newsletter.signup import RateLimit, prune_pending
+from newsletter.subscribers import Subscriber, SubscriberStore
+from newsletter.tokens import CONFIRM, make_token, unsubscribe_url, verify_token
+from newsletter.workspace import Workspace
+
+BASE = "https://newsletter.praxis.example.org"
+CONSENT = "Ja, ich möchte den Newsletter erhalten."
+SAME_ANSWER = "Fast geschafft"
+Starter = Callable[..., WebServer]
+
+
+def configure(ws: Workspace, section: str, **settings: object) -> None:
+    """Append a [section] to newsletter.toml (TOML values via JSON, which agrees for these types)."""
+    lines = [f"{key} = {json.dumps(value, ensure_ascii=False)}" for key, value in settings.items()]
+    config = ws.root / "newsletter.toml"
+    config.write_text(config.read_text() + f"\n[{section}]\n" + "\n".join(lines) + "\n")
+    ws.__dict__.pop("config", None)
+
+
+@pytest.fixture
+def serve(ws: Workspace) -> Iterator[Starter]:
+    """Start the app (optionally with [web] settings); every server is stopped after the test."""
+    servers: list[WebServer] = []
+
+    def start(**web: object) -> WebServer:
+        if web:
+            configure(ws, "web", **web)
+        server = WebServer(ws).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def web(serve: Starter) -> WebServer:
+    return serve()
+
+
+@pytest.fixture
+def mailbox() -> Mailbox:
+    return Mailbox()
+
+
+@pytest.fixture
+def smtp(ws: Workspace, mailbox: Mailbox) -> Iterator[SmtpServer]:
+    server = SmtpServer(mailbox).start()
+    configure(ws, "smtp", host="127.0.0.1", port=server.port, security="none")
+    yield server
+    server.stop()
+
+
+def store(ws: Workspace) -> SubscriberStore:
+    return SubscriberStore(ws.subscribers_path)
+
+
+def person(ws: Workspace, email: str) -> Subscriber | None:
+    return store(ws).load().get(email)
+
+
+def add(ws: Workspace, email: str, status: str = "active", name: str = "") -> Subscriber:
+    with store(ws).change() as people:
+        return people.add(email, name, status=status, source="test")
+
+
+def file_bytes(ws: Workspace) -> bytes:
+    return ws.subscribers_path.read_bytes() if ws.subscribers_path.exists() else b""
+
+
+def signup(email: str, name: str = "", consent: bool = True, **extra: str) -> str:
+    fields = {"email": email, "name": name, "website": "", **extra}
+    if consent:
+        fields["consent"] = "yes"
+    return urlencode(fields)
+
+
+def outbox_mail(ws: Workspace, kind: str, email: str) -> bytes:
+    return (ws.outbox_dir / "web" / kind / f"{email}.eml").read_bytes()
+
+
+def parse(data: bytes) -> EmailMessage:
+    return message_from_bytes(data, policy=policy.default)  # type: ignore[return-value]
+
+
+def link_in(data: bytes, kind: str) -> str:
+    """The one /c/ or /u/ link in a mail's plain-text part."""
+    text = parse(data).get_body(("plain",)).get_content()
+    links = re.findall(rf"{re.escape(BASE)}/{kind}/\S+", text)
+    assert len(links) == 1, text
+    return links[0]
+
+
+def token_of(url: str) -> str:
+    return urlsplit(url).path.rsplit("/", 1)[1]
+
+
+def no_cookie_no_redirect(reply) -> None:
+    assert reply.headers.get("Set-Cookie") is None
+    assert reply.headers.get("Location") is None
+
+
+# --- health and what is not there ---------------------------------------------------------------
+
+
+def test_healthz_answers_ok(web: WebServer) -> None:
+    reply = web.get("/healthz")
+    assert (reply.status, reply.text) == (200, "ok\n")
+    no_cookie_no_redirect(reply)
+
+
+@pytest.mark.parametrize("path", [
+    "/", "/admin", "/u/", "/c/", "/subscribers/subscribers.toml", "/state/secret", "/newsletter.toml",
+    "/templates/", "/templates/web/base.html", "/static/", "/u/a/b", "/u/..%2F..%2Fstate%2Fsecret",
+    "/%2e%2e/newsletter.toml", "/u/x/../../newsletter.toml",
+])
+def test_nothing_else_is_exposed(web: WebServer, path: str) -> None:
+    reply = web.get(path)
+    assert reply.status == 404
+    assert "Diese Seite gibt es nicht" in reply.text
+    assert "[newsletter]" not in reply.text and "Index of" not in reply.text
+    no_cookie_no_redirect(reply)
+
+
+def test_wrong_method_is_405_with_allow(web: WebServer) -> None:
+    reply = web.request("DELETE", "/subscribe")
+    assert reply.status == 405
+    assert set(reply.headers["Allow"].replace(" ", "").split(",")) >= {"GET", "POST"}
+    assert web.request("POST", "/healthz").status == 405
+
+
+def test_pages_load_nothing_from_elsewhere(web: WebServer) -> None:
+    reply = web.get("/subscribe")
+    assert reply.status == 200
+    assert reply.headers["Content-Type"] == "text/html; charset=utf-8"
+    assert "default-src 'none'" in reply.headers["Content-Security-Policy"]
+    assert reply.headers["Referrer-Policy"] == "no-referrer"
+    assert "<script" not in reply.text
+    assert not re.search(r"""(src|href)=["']https?://(?!praxis\.example\.org)""", reply.text)
+    assert '<html lang="de">' in reply.text
+
+
+# --- unsubscribe ----------------------------------------------------------------------------------
+
+
+def test_opening_the_unsubscribe_link_changes_nothing(ws: Workspace, web: WebServer) -> None:
+    anna = add(ws, "anna@example.org")
+    before = file_bytes(ws)
+    reply = web.get(unsubscribe_url(BASE, ws.secret(), anna.id))
+    assert reply.status == 200
+    assert "Newsletter abbestellen?" in reply.text
+    assert '<form method="post">' in reply.text and "Ja, abbestellen" in reply.text
+    no_cookie_no_redirect(reply)
+    assert file_bytes(ws) == before
+
+
+def test_one_click_post_unsubscribes_with_200_twice(ws: Workspace, web: WebServer) -> None:
+    anna = add(ws, "anna@example.org")
+    ben = add(ws, "ben@example.org")
+    url = unsubscribe_url(BASE, ws.secret(), anna.id)
+    reply = web.post_form(url, "List-Unsubscribe=One-Click")
+    assert reply.status == 200
+    assert "Du bist abgemeldet" in reply.text
+    no_cookie_no_redirect(reply)
+    after_first = person(ws, "anna@example.org")
+    assert after_first.status == "unsubscribed" and after_first.unsubscribed_at is not None
+    assert person(ws, "ben@example.org").status == "active"
+    written = file_bytes(ws)
+    again = web.post_form(url, "List-Unsubscribe=One-Click")
+    assert again.status == 200 and "Du bist abgemeldet" in again.text
+    assert file_bytes(ws) == written  # idempotent: not even a rewrite
+    assert ben.id != anna.id
+
+
+def test_one_click_as_multipart_form_data_unsubscribes(ws: Workspace, web: WebServer) -> None:
+    anna = add(ws, "anna@example.org")
+    body = ("--b0undary\r\nContent-Disposition: form-data; name=\"List-Unsubscribe\"\r\n\r\n"
+            "One-Click\r\n--b0undary--\r\n")
+    reply = web.request("POST", unsubscribe_url(BASE, ws.secret(), anna.id), body,
+                        {"Content-Type": "multipart/form-data; boundary=b0undary"})
+    assert reply.status == 200
+    assert person(ws, "anna@example.org").status == "unsubscribed"
+
+
+def _broken_tokens(ws: Workspace, subscriber_id: str) -> list[str]:
+    good = make_token(ws.secret(), subscriber_id)
+    flipped = good[:-1] + ("A" if good[-1] != "A" else "B")
+    return [
+        flipped,                                                   # tampered signature
+        good[:-4],                                                 # truncated
+        good.replace(subscriber_id, subscriber_id[:-1] + "x", 1),  # someone else's id
+        make_token(ws.secret(), subscriber_id, CONFIRM, issued_at=int(time.time())),  # wrong purpose
+        make_token(b"another secret", subscriber_id),              # forged with another key
+        "..%2F..%2Fstate%2Fsecret",                                # path traversal
+        "..",
+        "%00" + good,
+        good + "%0d%0aSet-Cookie:%20x=1",
+        "x" * 5000,
+    ]
+
+
+def test_broken_unsubscribe_links_change_nothing(ws: Workspace, web: WebServer) -> None:
+    anna = add(ws, "anna@example.org")
+    before = file_bytes(ws)
+    for token in _broken_tokens(ws, anna.id):
+        for method in ("GET", "POST"):
+            reply = web.request(method, f"/u/{token}", b"List-Unsubscribe=One-Click",
+                                {"Content-Type": "application/x-www-form-urlencoded"})
+            assert 400 <= reply.status < 500, (token, method, reply.status)
+            assert "<h1>" in reply.text, token  # a page for people, not a stack trace
+            no_cookie_no_redirect(reply)
+    reply = web.get(f"/u/{_broken_tokens(ws, anna.id)[0]}")
+    assert "Dieser Link funktioniert leider nicht" in reply.text
+    assert "kontakt@praxis.example.org" in reply.text  # another way to leave
+    assert file_bytes(ws) == before
+    assert web.get("/healthz").status == 200
+
+
+# --- sign-up and confirmation ---------------------------------------------------------------------
+
+
+def test_signup_form_shows_consent_text_and_honeypot(web: WebServer) -> None:
+    reply = web.get("/subscribe")
+    assert reply.status == 200
+    assert "Newsletter abonnieren" in reply.text
+    assert CONSENT in reply.text
+    assert 'name="email"' in reply.text and 'name="consent"' in reply.text
+    assert 'name="website"' in reply.text and 'class="hp"' in reply.text
+    assert f'value="{BASE}/subscribe"' in reply.text
+    no_cookie_no_redirect(reply)
+
+
+def test_signup_confirm_and_consent_record(ws: Workspace, web: WebServer) -> None:
+    reply = web.post_form("/subscribe", signup("Neu@Example.org", "Nora Neu"),
+                          {"Referer": "https://praxis.example.org/blog/artikel?utm=mail&email=x@y"})
+    assert reply.status == 200, reply.text
+    assert SAME_ANSWER in reply.text and "Der Link gilt 7 Tage" in reply.text
+    no_cookie_no_redirect(reply)
+    pending = person(ws, "neu@example.org")
+    assert pending.status == "pending" and pending.name == "Nora Neu" and pending.email == "Neu@example.org"
+    assert pending.subscribed_at is not None and pending.confirmed_at is None
+    assert (pending.signup_ip, pending.source, pending.consent_version) == ("127.0.0.1", "web", "1")
+    assert pending.consent_text == CONSENT
+    assert pending.signup_page == "https://praxis.example.org/blog/artikel"  # no query: could hold data
+
+    confirm_url = link_in(outbox_mail(ws, "confirm", "Neu@example.org"), "c")
+    before = file_bytes(ws)
+    ask = web.get(confirm_url)
+    assert ask.status == 200 and "Anmeldung bestätigen" in ask.text and "<button" in ask.text
+    assert file_bytes(ws) == before
+
+    done = web.post_form(confirm_url, "")
+    assert done.status == 200 and "Schön, dass du dabei bist" in done.text
+    no_cookie_no_redirect(done)
+    active = person(ws, "neu@example.org")
+    assert active.status == "active" and active.receives_mail
+    assert active.confirmed_at is not None and active.confirmed_at >= active.subscribed_at
+    assert active.confirm_ip == "127.0.0.1"
+    assert (active.signup_ip, active.consent_text, active.consent_version, active.signup_page) == (
+        "127.0.0.1", CONSENT, "1", "https://praxis.example.org/blog/artikel")
+
+    welcome = outbox_mail(ws, "welcome", "Neu@example.org")
+    assert parse(welcome)["Subject"] == "Willkommen bei „Impuls“"
+    leave = link_in(welcome, "u")
+    assert verify_token(ws.secret(), token_of(leave)) == active.id
+    assert web.post_form(leave, "List-Unsubscribe=One-Click").status == 200
+    assert person(ws, "neu@example.org").status == "unsubscribed"
+
+
+def test_signup_page_falls_back_from_field_to_referer(ws: Workspace, web: WebServer) -> None:
+    web.post_form("/subscribe", signup("a@example.org", page="https://praxis.example.org/newsletter"),
+                  {"Referer": "https://elsewhere.example.org/"})
+    web.post_form("/subscribe", signup("b@example.org"), {"Referer": "https://praxis.example.org/"})
+    web.post_form("/subscribe", signup("c@example.org", page="javascript:alert(1)"))
+    assert person(ws, "a@example.org").signup_page == "https://praxis.example.org/newsletter"
+    assert person(ws, "b@example.org").signup_page == "https://praxis.example.org/"
+    assert person(ws, "c@example.org").signup_page == ""
+
+
+def test_confirmation_mail_on_the_wire_follows_the_mail_rules(ws: Workspace, smtp: SmtpServer,
+                                                              mailbox: Mailbox, serve: Starter) -> None:
+    config = ws.root / "newsletter.toml"
+    config.write_text(config.read_text().replace('from_name = "Mira Sommerfeld"',
+                                                 'from_name = "Praxis Söhnke, Mira Sommerfeld"'))
+    web = serve()
+    assert web.post_form("/subscribe", signup("anna@example.org", "Anna")).status == 200
+    [received] = mailbox.received
+    raw, msg = received.data, received.message
+    assert received.mail_from == "impuls@praxis.example.org" and received.rcpt_to == ["anna@example.org"]
+    assert raw.isascii()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert all(len(line) <= 76 for line in body.split(b"\r\n"))
+    assert all(len(line) <= 78 for line in head.split(b"\r\n"))
+    unfolded = re.sub(rb"\r\n[ \t]", b" ", head)
+    from_line = next(line for line in unfolded.split(b"\r\n") if line.startswith(b"From:"))
+    assert from_line.endswith(b" <impuls@praxis.example.org>") and b"=?utf-8?" in from_line
+    assert msg["From"].addresses[0].display_name == "Praxis Söhnke, Mira Sommerfeld"
+    assert msg["From"].addresses[0].addr_spec == "impuls@praxis.example.org"
+    assert msg["To"] == "anna@example.org"  # the name typed into a form stays out of the mail
+    assert msg["Subject"] == "Bitte bestätige deine Anmeldung zu „Impuls“"
+    assert re.fullmatch(r"<[0-9a-f]+@praxis\.example\.org>", msg["Message-ID"])
+    assert msg["Date"].datetime.tzinfo is not None
+    assert msg["Auto-Submitted"] == "auto-generated"
+    assert msg.get_content_type() == "multipart/alternative"
+    assert [part.get_content_type() for part in msg.iter_parts()] == ["text/plain", "text/html"]
+    for part in msg.iter_parts():
+        assert part["Content-Transfer-Encoding"] == "quoted-printable"
+        assert part.get_content_charset() == "utf-8"
+    text = msg.get_body(("plain",)).get_content()
+    html = msg.get_body(("html",)).get_content()
+    confirm_url = link_in(raw, "c")
+    # Only the confirmation link: no advertising, no other link, no tracking.
+    assert re.findall(r"https?://\S+", text) == [confirm_url]
+    assert re.findall(r'href="([^"]+)"', html) == [confirm_url]
+    assert "<img" not in html and "Impressum" in text and "Impressum" in html
+    assert "Anna" not in text and "Anna" not in html
+    assert html.lstrip().lower().startswith("<!doctype html>")
+
+
+def test_confirmation_links_damaged_or_expired_change_nothing(ws: Workspace, web: WebServer) -> None:
+    web.post_form("/subscribe", signup("neu@example.org"))
+    pending = person(ws, "neu@example.org")
+    good = token_of(link_in(outbox_mail(ws, "confirm", "neu@example.org"), "c"))
+    eight_days_ago = int(time.time()) - 8 * 86400
+    broken = [
+        make_token(ws.secret(), pending.id, CONFIRM, issued_at=eight_days_ago),  # expired
+        make_token(ws.secret(), pending.id, CONFIRM, issued_at=int(time.time()) + 86400),  # from the future
+        make_token(ws.secret(), pending.id),  # an unsubscribe token is no confirmation
+        good[:-1] + ("A" if good[-1] != "A" else "B"),
+        good[:-6],
+        good.rsplit(".", 2)[0] + f".{int(time.time()) - 3600}." + good.rsplit(".", 1)[1],  # other date, old mac
+        "..%2F..%2Fsubscribers%2Fsubscribers.toml",
+    ]
+    before = file_bytes(ws)
+    for token in broken:
+        for method in ("GET", "POST"):
+            reply = web.request(method, f"/c/{token}", b"", {"Content-Type": "application/x-www-form-urlencoded"})
+            assert 400 <= reply.status < 500, (token, method, reply.status)
+    reply = web.post_form(f"/c/{broken[0]}", "")
+    assert reply.status == 400
+    assert "ungültig oder abgelaufen" in reply.text and f'href="{BASE}/subscribe"' in reply.text
+    assert file_bytes(ws) == before
+    assert person(ws, "neu@example.org").status == "pending"
+
+
+def test_confirming_twice_is_fine_and_welcomes_once(ws: Workspace, smtp: SmtpServer, mailbox: Mailbox,
+                                                     serve: Starter) -> None:
+    web = serve()
+    web.post_form("/subscribe", signup("neu@example.org"))
+    confirm_url = link_in(mailbox.received[0].data, "c")
+    first = web.post_form(confirm_url, "")
+    confirmed_at = person(ws, "neu@example.org").confirmed_at
+    second = web.post_form(confirm_url, "")
+    assert first.status == second.status == 200
+    assert first.body == second.body
+    assert person(ws, "neu@example.org").confirmed_at == confirmed_at
+    subjects = [r.message["Subject"] for r in mailbox.received]
+    assert subjects == ["Bitte bestätige deine Anmeldung zu „Impuls“", "Willkommen bei „Impuls“"]
+    assert "Schön, dass du dabei bist" in web.get(confirm_url).text  # GET after: no button, no change
+
+
+def test_no_welcome_mail_when_switched_off(ws: Workspace, smtp: SmtpServer, mailbox: Mailbox, serve: Starter) -> None:
+    web = serve(welcome_mail=False)
+    web.post_form("/subscribe", signup("neu@example.org"))
+    web.post_form(link_in(mailbox.received[0].data, "c"), "")
+    assert person(ws, "neu@example.org").status == "active"
+    assert len(mailbox.received) == 1
+
+
+def test_same_answer_whoever_signs_up(ws: Workspace, web: WebServer) -> None:
+    add(ws, "aktiv@example.org")
+    with store(ws).change() as people:
+        people.add("weg@example.org")
+        people.forget("weg@example.org")
+    answers = [web.post_form("/subscribe", signup(email)) for email in
+               ("neu@example.org", "neu@example.org", "NEU@example.org", "aktiv@example.org", "weg@example.org")]
+    assert {a.status for a in answers} == {200}
+    assert len({a.body for a in answers}) == 1
+    people = store(ws).load()
+    assert [p.email for p in people] == ["aktiv@example.org", "neu@example.org"]
+    assert people.get("aktiv@example.org").status == "active"
+    assert people.is_suppressed("weg@example.org")
+    sent = sorted(p.name for p in (ws.outbox_dir / "web" / "confirm").iterdir())
+    assert sent == ["neu@example.org.eml"]  # nothing to the active or the erased address
+
+
+def test_signing_up_again_after_leaving_needs_a_new_confirmation(ws: Workspace, web: WebServer) -> None:
+    old = add(ws, "zurueck@example.org")
+    web.post_form(unsubscribe_url(BASE, ws.secret(), old.id), "List-Unsubscribe=One-Click")
+    assert web.post_form("/subscribe", signup("zurueck@example.org")).status == 200
+    again = person(ws, "zurueck@example.org")
+    assert again.id == old.id  # the unsubscribe links in old mails keep working
+    assert again.status == "pending" and not again.receives_mail
+    assert again.confirmed_at is None and again.consent_text == CONSENT and again.source == "web"
+    web.post_form(link_in(outbox_mail(ws, "confirm", "zurueck@example.org"), "c"), "")
+    assert person(ws, "zurueck@example.org").status == "active"
+
+
+def test_honeypot_stores_and_sends_nothing(ws: Workspace, web: WebServer) -> None:
+    normal = web.post_form("/subscribe", signup("mensch@example.org"))
+    bot = web.post_form("/subscribe", signup("bot@example.org", website="https://spam.example.com"))
+    assert bot.status == 200 and bot.body == normal.body
+    assert person(ws, "bot@example.org") is None
+    assert not (ws.outbox_dir / "web" / "confirm" / "bot@example.org.eml").exists()
+
+
+def test_missing_consent_or_bad_address_shows_the_form_again(ws: Workspace, web: WebServer) -> None:
+    reply = web.post_form("/subscribe", signup("anna@example.org", "Anna", consent=False))
+    assert reply.status == 400
+    assert "Bitte setze das Häkchen" in reply.text
+    assert 'value="anna@example.org"' in reply.text and 'value="Anna"' in reply.text
+    reply = web.post_form("/subscribe", signup('"><script>alert(1)</script>'))
+    assert reply.status == 400
+    assert "Bitte gib eine gültige E-Mail-Adresse ein" in reply.text
+    assert "<script>alert(1)" not in reply.text and "&lt;script&gt;" in reply.text
+    assert not ws.subscribers_path.exists()
+
+
+def test_signups_per_ip_are_limited(ws: Workspace, serve: Starter) -> None:
+    web = serve(signups_per_hour=3)
+    answers = [web.post_form("/subscribe", signup(f"p{i}@example.org")) for i in range(4)]
+    assert [a.status for a in answers] == [200, 200, 200, 429]
+    assert "Bitte versuche es in einer Stunde noch einmal" in answers[3].text
+    assert person(ws, "p3@example.org") is None
+    assert len(store(ws).load()) == 3
+
+
+def test_mails_per_address_are_limited(ws: Workspace, smtp: SmtpServer, mailbox: Mailbox, serve: Starter) -> None:
+    web = serve(signups_per_hour=50, mails_per_address_per_day=2)
+    answers = [web.post_form("/subscribe", signup("opfer@example.org")) for _ in range(5)]
+    assert {a.status for a in answers} == {200} and len({a.body for a in answers}) == 1
+    assert mailbox.count("opfer@example.org") == 2
+    web.post_form("/subscribe", signup("andere@example.org"))
+    assert mailbox.count("andere@example.org") == 1
+
+
+def test_rate_limit_window_slides() -> None:
+    clock = [1000.0]
+    limit = RateLimit(2, 3600, lambda: clock[0])
+    assert limit.allow("ip") and limit.allow("ip") and not limit.allow("ip")
+    assert limit.allow("other")
+    clock[0] += 3599
+    assert not limit.allow("ip")
+    clock[0] += 2
+    assert limit.allow("ip")
+
+
+def test_client_ip_from_forwarded_for_only_behind_a_trusted_proxy(ws: Workspace, serve: Starter) -> None:
+    direct = serve()
+    direct.post_form("/subscribe", signup("a@example.org"), {"X-Forwarded-For": "203.0.113.7"})
+    assert person(ws, "a@example.org").signup_ip == "127.0.0.1"
+    proxied = serve(trust_proxy=True)
+    proxied.post_form("/subscribe", signup("b@example.org"), {"X-Forwarded-For": "198.51.100.1, 203.0.113.9"})
+    assert person(ws, "b@example.org").signup_ip == "203.0.113.9"  # the one our proxy added
+
+
+def test_mail_server_down_gives_a_calm_503(ws: Workspace, serve: Starter) -> None:
+    configure(ws, "smtp", host="127.0.0.1", port=free_port(), security="none", timeout=5)
+    web = serve()
+    reply = web.post_form("/subscribe", signup("neu@example.org"))
+    assert reply.status == 503
+    assert "Gerade klappt es leider nicht" in reply.text and "Traceback" not in reply.text
+    assert web.get("/healthz").status == 200
+
+
+# --- hostile input ---------------------------------------------------------------------------------
+
+
+def test_hostile_requests_get_4xx_store_nothing_and_the_server_keeps_serving(ws: Workspace, web: WebServer) -> None:
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    attempts = [
+        (signup("a@example.org") + "&x=" + "a" * 20_000, form, 413),         # over the app's limit
+        (signup("b@example.org") + "&x=" + "a" * 200_000, form, 413),        # refused by waitress already
+        (b"email=c%FF%FE%40example.org&consent=yes", form, 400),             # percent-encoded non-UTF-8
+        (b"email=d\xff\xfe@example.org&name=\xe4&consent=yes", form, 400),   # raw Latin-1 bytes
+        ("&".join(f"f{i}=1" for i in range(50)) + "&email=e@example.org&consent=yes", form, 400),  # field flood
+        (signup("f@example.org\r\nBcc: victim@example.org"), form, 400),     # header injection in the address
+        (signup("g@example.org"), {"Content-Type": "multipart/form-data; boundary=x"}, 415),
+        (signup("h@example.org"), {"Content-Type": "application/json"}, 415),
+    ]
+    for body, headers, status in attempts:
+        reply = web.request("POST", "/subscribe", body, headers)
+        assert reply.status == status, (body[:60], reply.status, reply.text[:200])
+        assert "Traceback" not in reply.text
+    assert "Das war zu viel auf einmal" in web.post_form("/subscribe", "x=" + "a" * 20_000).text
+    assert not ws.subscribers_path.exists()
+    assert not (ws.outbox_dir / "web").exists()
+    assert web.get("/healthz").status == 200
+    assert web.post_form("/subscribe", signup("ok@example.org")).status == 200
+
+
+def test_header_injection_in_the_name_is_stored_as_data(ws: Workspace, web: WebServer) -> None:
+    name = "Eve\r\nBcc: victim@example.org\r\n\r\n<b>hi</b>\x00"
+    assert web.post_form("/subscribe", signup("eve@example.org", name)).status == 200
+    eve = person(ws, "eve@example.org")
+    assert eve.name == "Eve Bcc: victim@example.org <b>hi</b>"
+    mail = outbox_mail(ws, "confirm", "eve@example.org")
+    head = mail.partition(b"\r\n\r\n")[0]
+    assert b"Bcc" not in head and b"victim" not in mail
+    assert parse(mail)["To"] == "eve@example.org"
+    assert "Bcc" in ws.subscribers_path.read_text()  # kept as the (odd) name it is, inside a TOML string
+    assert store(ws).load().get("victim@example.org") is None
+
+
+# --- English, the form snippet, the serve command ---------------------------------------------------
+
+
+def test_english_pages_and_mails(ws: Workspace, serve: Starter) -> None:
+    config = ws.root / "newsletter.toml"
+    config.write_text(config.read_text().replace('language = "de"', 'language = "en"')
+                      .replace('consent_text = "Ja, ich möchte den Newsletter erhalten."\n', ""))
+    web = serve()
+    form = web.get("/subscribe")
+    assert '<html lang="en">' in form.text and "Subscribe to the newsletter" in form.text
+    assert "Yes, I would like to receive the newsletter “Impuls” by email." in form.text
+    assert "Almost done" in web.post_form("/subscribe", signup("anna@example.org")).text
+    mail = parse(outbox_mail(ws, "confirm", "anna@example.org"))
+    assert mail["Subject"] == "Please confirm your subscription to “Impuls”"
+    assert person(ws, "anna@example.org").consent_text.startswith("Yes, I would like")
+    anna = add(ws, "ben@example.org")
+    assert "Unsubscribe from the newsletter?" in web.get(unsubscribe_url(BASE, ws.secret(), anna.id)).text
+    assert "This page does not exist" in web.get("/nope").text
+
+
+def test_form_command_prints_a_snippet_that_signs_up(ws: Workspace, runner, web: WebServer) -> None:
+    result = invoke(runner, "form")
+    assert result.exit_code == 0, result.output
+    snippet = result.stdout
+    assert f'action="{BASE}/subscribe"' in snippet and 'method="post"' in snippet
+    assert CONSENT in snippet and 'name="website"' in snippet
+    assert "<script" not in snippet and "<style" not in snippet
+    names = set(re.findall(r'name="([^"]+)"', snippet))
+    assert names == {"email", "name", "website", "consent"}
+    reply = web.post_form("/subscribe", signup("vom-formular@example.org"),
+                          {"Referer": "https://praxis.example.org/kontakt"})
+    assert reply.status == 200
+    assert person(ws, "vom-formular@example.org").signup_page == "https://praxis.example.org/kontakt"
+
+
+def test_serve_and_form_need_base_url(ws: Workspace, runner) -> None:
+    config = ws.root / "newsletter.toml"
+    config.write_text(config.read_text().replace('base_url = "https://newsletter.praxis.example.org"\n', ""))
+    for command in ("serve", "form"):
+        result = invoke(runner, command)
+        assert result.exit_code == 1
+        assert "base_url" in result.stderr and "Traceback" not in result.output
+
+
+def test_bad_web_settings_are_named(ws: Workspace, runner) -> None:
+    configure(ws, "web", mails_per_address_per_day=0)
+    result = invoke(runner, "form")
+    assert result.exit_code == 1
+    assert "[web] mails_per_address_per_day: muss mindestens 1 sein" in result.stderr
+
+
+def test_serve_command_runs_until_ctrl_c(ws: Workspace) -> None:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "newsletter", "--workspace", str(ws.root), "serve", "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        first_line = process.stdout.readline()  # printed once the socket is bound
+        assert f"http://127.0.0.1:{port}" in first_line, first_line + (process.stderr.read() if
+                                                                       process.poll() is not None else "")
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        connection.request("GET", "/healthz")
+        assert connection.getresponse().status == 200
+        connection.close()
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err
+    assert "Server beendet" in err and "Traceback" not in err
+
+
+# --- pruning and concurrency ---------------------------------------------------------------------
+
+
+def test_prune_pending_removes_only_expired_signups(ws: Workspace) -> None:
+    now = dt.datetime(2026, 12, 10, 12, 0, tzinfo=dt.UTC)
+    with store(ws).change() as people:
+        for email, status, days in [("alt@example.org", "pending", 8), ("frisch@example.org", "pending", 6),
+                                    ("aktiv@example.org", "active", 30), ("weg@example.org", "unsubscribed", 30)]:
+            people.add(email, status=status, source="web").subscribed_at = now - dt.timedelta(days=days)
+        people.add("ohne@example.org", status="pending").subscribed_at = None
+    before = file_bytes(ws)
+    would = prune_pending(store(ws), dt.timedelta(days=7), at=now, dry_run=True)
+    assert [p.email for p in would] == ["alt@example.org"]
+    assert file_bytes(ws) == before
+    removed = prune_pending(store(ws), dt.timedelta(days=7), at=now)
+    assert [p.email for p in removed] == ["alt@example.org"]
+    assert sorted(p.email for p in store(ws).load()) == [
+        "aktiv@example.org", "frisch@example.org", "ohne@example.org", "weg@example.org"]
+    assert prune_pending(store(ws), dt.timedelta(days=7), at=now) == []
+
+
+def test_unsubscribes_while_imports_run_lose_nothing(ws: Workspace, web: WebServer) -> None:
+    """Unsubscribes through the app while four `subscribers import` processes write the same file."""
+    leaving = [add(ws, f"geht{i}@example.org") for i in range(40)]
+    files = []
+    for batch in range(4):
+        csv = ws.root / f"import{batch}.csv"
+        csv.write_text("email,name\n" + "".join(f"neu{batch}-{i}@example.org,Neu {i}\n" for i in range(150)))
+        files.append(csv)
+    imports = [subprocess.Popen(
+        [sys.executable, "-m", "newsletter", "--workspace", str(ws.root), "subscribers", "import", str(csv),
+         "--status", "active"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for csv in files]
+    statuses: list[int] = []
+
+    def leave(group: list[Subscriber]) -> None:
+        for subscriber in group:
+            url = unsubscribe_url(BASE, ws.secret(), subscriber.id)
+            statuses.append(web.post_form(url, "List-Unsubscribe=One-Click").status)
+
+    threads = [threading.Thread(target=leave, args=(leaving[i::4],)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for process in imports:
+        out, err = process.communicate(timeout=300)
+        assert process.returncode == 0, out + err
+    assert statuses == [200] * 40
+    people = store(ws).load()
+    assert all(people.get(s.email).status == "unsubscribed" for s in leaving)
+    for batch in range(4):
+        for i in range(150):
+            assert people.get(f"neu{batch}-{i}@example.org").status == "active"
+    assert len(people) == 40 + 4 * 150
