@@ -1,13 +1,16 @@
 """`newsletter serve`: the small web app the links in every mail point to, built on Werkzeug, served by waitress.
 
-Four paths and nothing else: /u/<token> (unsubscribe, RFC 8058 one-click), /subscribe (sign-up),
-/c/<token> (confirmation) and /healthz. No cookies, no JavaScript, nothing loaded from elsewhere.
+These paths and nothing else: /u/<token> (unsubscribe, RFC 8058 one-click), /subscribe (sign-up),
+/c/<token> (confirmation), /healthz, and the files of the public archive under [newsletter]
+archive_path, where the "view in browser" link of every mail points. No cookies, no
+JavaScript, nothing loaded from elsewhere.
 The decisions live in `newsletter.signup`; this module turns HTTP into its calls and back into pages.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -18,6 +21,7 @@ from werkzeug.exceptions import (
     BadRequest,
     HTTPException,
     MethodNotAllowed,
+    NotFound,
     RequestEntityTooLarge,
     UnsupportedMediaType,
 )
@@ -25,6 +29,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
+from newsletter.archive import MANIFEST
 from newsletter.errors import ConfigError, NewsletterError
 from newsletter.signup import ASK, INVALID, TOO_MANY, SignupForm, Signups, consent_text
 from newsletter.texts import texts
@@ -42,12 +47,25 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
     "X-Robots-Tag": "noindex",
 }
-URLS = Map([
-    Rule("/healthz", endpoint="health", methods=["GET"]),
-    Rule("/subscribe", endpoint="subscribe", methods=["GET", "POST"]),
-    Rule("/u/<token>", endpoint="unsubscribe", methods=["GET", "POST"]),
-    Rule("/c/<token>", endpoint="confirm", methods=["GET", "POST"]),
-], strict_slashes=False, merge_slashes=False, redirect_defaults=False)
+# The public archive's pages may show pictures the author linked in her text, nothing else.
+ARCHIVE_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src https: data:; "
+                               "form-action 'none'; base-uri 'none'; frame-ancestors 'none'",
+    "Cache-Control": "public, max-age=600",
+}
+ARCHIVE_FILE = re.compile(r"[a-z0-9][a-z0-9-]*\.html|feed\.xml")
+
+
+def url_map(archive_path: str) -> Map:
+    """Every path the app answers; anything else is a 404."""
+    return Map([
+        Rule("/healthz", endpoint="health", methods=["GET"]),
+        Rule("/subscribe", endpoint="subscribe", methods=["GET", "POST"]),
+        Rule("/u/<token>", endpoint="unsubscribe", methods=["GET", "POST"]),
+        Rule("/c/<token>", endpoint="confirm", methods=["GET", "POST"]),
+        Rule(archive_path, endpoint="archive", defaults={"name": "index.html"}, methods=["GET"]),
+        Rule(f"{archive_path}<name>", endpoint="archive", methods=["GET"]),
+    ], strict_slashes=False, merge_slashes=False, redirect_defaults=False)
 
 
 class LimitedRequest(Request):
@@ -81,6 +99,8 @@ class WebApp:
             "t": {key: text.format_map(values) for key, text in texts(nl.language).items()},
             "privacy_url": config.web.privacy_url, "signup_url": f"{config.base_url}/subscribe",
         }
+        self.urls = url_map(nl.archive_path)
+        self.archive_dir = workspace.state_dir / "archive"
         self.wsgi = ProxyFix(self.respond, x_for=1) if config.web.trust_proxy else self.respond
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
@@ -100,13 +120,14 @@ class WebApp:
         except Exception:  # a bug: the person sees a calm page, the log gets the traceback
             log.exception("Fehler bei %s /%s", request.method, request.path.split("/")[1])
             response = self.error(500)
-        response.headers.update(SECURITY_HEADERS)
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
         return response(environ, start_response)
 
     def dispatch(self, request: Request) -> Response:
         if request.content_length and request.content_length > MAX_BODY:
             raise RequestEntityTooLarge
-        endpoint, args = URLS.bind_to_environ(request.environ).match()
+        endpoint, args = self.urls.bind_to_environ(request.environ).match()
         return getattr(self, endpoint)(request, **args)
 
     # --- pages -------------------------------------------------------------------------------
@@ -173,6 +194,20 @@ class WebApp:
             return self.message("confirm_invalid", 400,
                                 link=(self.context["signup_url"], self.context["t"]["signup_again"]))
         return self.ask("confirm") if outcome == ASK else self.message("confirmed")
+
+
+    def archive(self, request: Request, name: str) -> Response:
+        """A file of the public archive (`newsletter archive` writes it), and only one it listed itself."""
+        manifest = self.archive_dir / MANIFEST
+        try:
+            listed = manifest.read_text(encoding="utf-8").split() if ARCHIVE_FILE.fullmatch(name) else []
+            data = (self.archive_dir / name).read_bytes() if name in listed else None
+        except FileNotFoundError:
+            data = None
+        if data is None:
+            raise NotFound
+        mimetype = "application/atom+xml" if name.endswith(".xml") else "text/html"
+        return Response(data, mimetype=mimetype, headers=ARCHIVE_HEADERS)
 
 
 def form_fields(request: Request) -> dict[str, str]:

@@ -18,7 +18,7 @@ from email.message import EmailMessage
 from urllib.parse import urlencode, urlsplit
 
 import pytest
-from conftest import invoke
+from conftest import invoke, write_issue
 from smtp_server import Mailbox, SmtpServer, free_port
 from web_server import WebServer
 
@@ -163,6 +163,27 @@ def test_pages_load_nothing_from_elsewhere(web: WebServer) -> None:
     assert "<script" not in reply.text
     assert not re.search(r"""(src|href)=["']https?://(?!praxis\.example\.org)""", reply.text)
     assert '<html lang="de">' in reply.text
+
+
+def test_archive_pages_are_served_and_nothing_beside_them(ws: Workspace, runner, web: WebServer) -> None:
+    write_issue(ws, "2026-12-impuls", "Gedanken im Dezember.\n", subject="Impuls im Dezember")
+    add(ws, "anna@example.org", name="Anna Vertraulich")
+    assert invoke(runner, "send", "issues/2026-12-impuls.md", "--yes").exit_code == 0
+    page = web.get("/archiv/2026-12-impuls.html")  # where "Im Browser ansehen" in the mail points
+    assert page.status == 200 and "Gedanken im Dezember" in page.text
+    assert "Anna" not in page.text and "anna@" not in page.text
+    assert page.headers["Cache-Control"].startswith("public")
+    assert "img-src https: data:" in page.headers["Content-Security-Policy"]
+    index = web.get("/archiv/")
+    assert index.status == 200 and "2026-12-impuls.html" in index.text
+    feed = web.get("/archiv/feed.xml")
+    assert feed.status == 200 and feed.headers["Content-Type"].startswith("application/atom+xml")
+    for path in ("/archiv/.archive-files", "/archiv/2027-01-nie.html", "/archiv/..%2F..%2Fnewsletter.toml",
+                 "/archiv/../newsletter.toml", "/archiv/%2e%2e/state/secret", "/archiv/sub/index.html",
+                 "/archiv/2026-12-impuls.html.bak", "/archive/"):
+        reply = web.get(path)
+        assert reply.status == 404, path
+        assert "Diese Seite gibt es nicht" in reply.text
 
 
 # --- unsubscribe ----------------------------------------------------------------------------------
