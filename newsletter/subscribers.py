@@ -400,21 +400,22 @@ def parse_subscribers(path: Path, raw: bytes) -> SubscriberList:
     records = data.get("subscriber", [])
     if not isinstance(records, list):
         raise SubscriberError(f"{path}: „subscriber“ muss als [[subscriber]] geschrieben werden")
-    starts = _table_lines(text)
     people: list[Subscriber] = []
-    seen: dict[str, int] = {}
+    first_index: dict[str, int] = {}
     ids: set[str] = set()
     for index, record in enumerate(records):
-        line = starts[index] if index < len(starts) else 0
-        where = f"{path}:{line}"
-        if not isinstance(record, dict):
-            raise SubscriberError(f"{where}: „subscriber“ muss als [[subscriber]] geschrieben werden")
-        subscriber = _subscriber_from(where, record)
-        if subscriber.key in seen:
-            raise SubscriberError(f"{where}: {subscriber.email} steht doppelt (auch Zeile {seen[subscriber.key]})")
-        if subscriber.id in ids:
-            raise SubscriberError(f"{where}: id „{subscriber.id}“ kommt doppelt vor")
-        seen[subscriber.key] = line
+        problem = _record_problem(record)
+        if problem is None:
+            subscriber = Subscriber(**record)
+            key = subscriber.key
+            if key in first_index:
+                problem = (f"{subscriber.email} steht doppelt "
+                           f"(auch Zeile {_record_line(text, first_index[key])})")
+            elif subscriber.id in ids:
+                problem = f"id „{subscriber.id}“ kommt doppelt vor"
+        if problem is not None:
+            raise SubscriberError(f"{path}:{_record_line(text, index)}: {problem}")
+        first_index[key] = index
         ids.add(subscriber.id)
         people.append(subscriber)
     salt, hashes = _suppression_from(path, text, data.get("suppression", {}))
@@ -424,15 +425,12 @@ def parse_subscribers(path: Path, raw: bytes) -> SubscriberList:
 SUBSCRIBER_HEADER = re.compile(r"^[ \t]*\[\[[ \t]*subscriber[ \t]*\]\]", re.MULTILINE)
 
 
-def _table_lines(text: str) -> list[int]:
-    """The line number of each `[[subscriber]]` header, counted in one pass."""
-    lines: list[int] = []
-    line, position = 1, 0
-    for match in SUBSCRIBER_HEADER.finditer(text):
-        line += text.count("\n", position, match.start())
-        position = match.start()
-        lines.append(line)
-    return lines
+def _record_line(text: str, index: int) -> int:
+    """The line of the index-th `[[subscriber]]` header; only needed when reporting an error."""
+    for number, match in enumerate(SUBSCRIBER_HEADER.finditer(text)):
+        if number == index:
+            return text.count("\n", 0, match.start()) + 1
+    return 0
 
 
 def _line_of(text: str, key: str) -> int:
@@ -457,32 +455,41 @@ def _suppression_from(path: Path, text: str, table: Any) -> tuple[str, set[str]]
     return salt, set(hashes)
 
 
-def _subscriber_from(where: str, record: dict[str, Any]) -> Subscriber:
+def _record_problem(record: Any) -> str | None:
+    """What is wrong with one [[subscriber]] table, or None; hand edits are repaired where harmless.
+
+    Kept lean: it runs for every person on every read.
+    """
+    if not isinstance(record, dict):
+        return "„subscriber“ muss als [[subscriber]] geschrieben werden"
+    unknown = record.keys() - FIELD_NAMES
+    if unknown:
+        return f"unbekannter Schlüssel „{sorted(unknown)[0]}“"
     for key, value in record.items():
-        if key not in FIELD_NAMES:
-            raise SubscriberError(f"{where}: unbekannter Schlüssel „{key}“")
-        if key in DATE_FIELDS:
-            if not isinstance(value, dt.datetime):
-                raise SubscriberError(f"{where}: {key} muss Datum und Uhrzeit sein, z. B. 2026-11-01T10:00:00Z")
-            if value.tzinfo is None:
-                record[key] = value.replace(tzinfo=dt.UTC)
-        elif not isinstance(value, str):
-            raise SubscriberError(f"{where}: {key} muss Text in Anführungszeichen sein")
+        if type(value) is str:
+            if key in DATE_FIELDS:
+                return f"{key} muss Datum und Uhrzeit sein, z. B. 2026-11-01T10:00:00Z"
+        elif key not in DATE_FIELDS:
+            return f"{key} muss Text in Anführungszeichen sein"
+        elif not isinstance(value, dt.datetime):
+            return f"{key} muss Datum und Uhrzeit sein, z. B. 2026-11-01T10:00:00Z"
+        elif value.tzinfo is None:
+            record[key] = value.replace(tzinfo=dt.UTC)
     for key in ("id", "email"):
         if not record.get(key):
-            raise SubscriberError(f"{where}: {key} fehlt")
+            return f"{key} fehlt"
     if not VALID_ID.fullmatch(record["id"]):
-        raise SubscriberError(f"{where}: id „{record['id']}“ darf nur A–Z, a–z, 0–9, - und _ enthalten")
+        return f"id „{record['id']}“ darf nur A–Z, a–z, 0–9, - und _ enthalten"
     if record.get("status", PENDING) not in STATUSES:
-        raise SubscriberError(f"{where}: status „{record['status']}“ ist unbekannt (erlaubt: {', '.join(STATUSES)})")
+        return f"status „{record['status']}“ ist unbekannt (erlaubt: {', '.join(STATUSES)})"
     # A light check: full validation happened when the address was added, and is too slow
     # to repeat for 100,000 people on every read.
     if not PLAUSIBLE_EMAIL.fullmatch(record["email"]):
-        raise SubscriberError(f"{where}: „{record['email']}“ ist keine gültige E-Mail-Adresse")
+        return f"„{record['email']}“ ist keine gültige E-Mail-Adresse"
     name = record.get("name")
-    if name and CONTROL.search(name):  # a hand edit: a name never carries a line break onward
+    if name and not name.isprintable():  # a hand edit: a name never carries a line break onward
         record["name"] = clean_name(name)
-    return Subscriber(**record)
+    return None
 
 
 @dataclass(frozen=True)
