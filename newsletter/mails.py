@@ -22,14 +22,15 @@ from markdown_it.tree import SyntaxTreeNode
 
 from newsletter.config import toml_error_text
 from newsletter.errors import NewsletterError
-from newsletter.message import ascii_address
+from newsletter.message import _list_id_phrase, ascii_address
 from newsletter.render import PlainText, inline_css, markdown
 from newsletter.texts import texts
 from newsletter.workspace import Workspace
 
 FENCE = "+++"
-# The standard SMTP policy, with quoted-printable lines of at most 76 bytes (RFC 2045) instead of 78.
-POLICY = SMTP.clone(max_line_length=76)
+# The standard SMTP policy, with quoted-printable lines of at most 76 bytes (RFC 2045) instead of 78;
+# headers given raw (set_raw) are written as they are, which keeps List-Unsubscribe on one line.
+POLICY = SMTP.clone(max_line_length=76, refold_source="none")
 CONFIRM_MAIL = "confirm"
 WELCOME_MAIL = "welcome"
 
@@ -58,10 +59,12 @@ def template_name(workspace: Workspace, kind: str) -> str:
     return f"{kind}.md"
 
 
-def build_mail(workspace: Workspace, kind: str, to: str, values: dict[str, Any]) -> Mail:
+def build_mail(workspace: Workspace, kind: str, to: str, values: dict[str, Any],
+               unsubscribe_url: str = "") -> Mail:
     """Fill templates/<kind>.md with `values` and wrap it as a message to `to`.
 
     The front matter is split off before Jinja runs, so a value with quotes cannot break the TOML.
+    With an unsubscribe_url (mails to subscribers), the list headers of every issue are added.
     """
     config = workspace.config
     name = template_name(workspace, kind)
@@ -75,7 +78,7 @@ def build_mail(workspace: Workspace, kind: str, to: str, values: dict[str, Any])
     subject = " ".join(subject.split())
     if not subject:
         raise NewsletterError(f"templates/{name}: subject fehlt im Kopfbereich zwischen den +++-Zeilen")
-    return compose(workspace, to, subject, body)
+    return compose(workspace, to, subject, body, unsubscribe_url)
 
 
 def split_front_matter(name: str, text: str) -> tuple[dict[str, Any], str]:
@@ -93,7 +96,7 @@ def split_front_matter(name: str, text: str) -> tuple[dict[str, Any], str]:
     return meta, "\n".join(lines[end + 1:]).strip() + "\n"
 
 
-def compose(workspace: Workspace, to: str, subject: str, body: str) -> Mail:
+def compose(workspace: Workspace, to: str, subject: str, body: str, unsubscribe_url: str = "") -> Mail:
     """multipart/alternative (text first, then HTML), From/Message-ID on the sender's domain."""
     config = workspace.config
     nl = config.newsletter
@@ -119,6 +122,10 @@ def compose(workspace: Workspace, to: str, subject: str, body: str) -> Mail:
     message["Date"] = formatdate(localtime=True)
     message["Message-ID"] = f"<{secrets.token_hex(12)}@{domain}>"
     message["Auto-Submitted"] = "auto-generated"  # RFC 3834: no vacation replies to this
+    if unsubscribe_url:  # as MessageFactory writes them: one line each, never encoded
+        message["List-Id"] = f"{_list_id_phrase(nl.name)} <{config.list_id}>"
+        message.set_raw("List-Unsubscribe", f"<{unsubscribe_url}>, <mailto:{sender}?subject=unsubscribe>")
+        message.set_raw("List-Unsubscribe-Post", "List-Unsubscribe=One-Click")
     message.set_content(text, charset="utf-8", cte="quoted-printable")
     message.add_alternative(html, subtype="html", charset="utf-8", cte="quoted-printable")
     for part in message.iter_parts():

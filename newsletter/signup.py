@@ -199,8 +199,8 @@ class Signups:
     def _welcome(self, subscriber_id: str, email: str) -> None:
         """Sent once, on the step to active; the confirmation stands even if this mail fails."""
         try:
-            mail = build_mail(self.workspace, WELCOME_MAIL, email, {
-                "unsubscribe_url": unsubscribe_url(self.config.base_url, self.secret, subscriber_id)})
+            leave = unsubscribe_url(self.config.base_url, self.secret, subscriber_id)
+            mail = build_mail(self.workspace, WELCOME_MAIL, email, {"unsubscribe_url": leave}, unsubscribe_url=leave)
             self._deliver(mail, WELCOME_MAIL)
         except NewsletterError as exc:
             log.warning("Willkommensmail nicht gesendet: %s", exc)

@@ -405,6 +405,24 @@ def test_confirming_twice_is_fine_and_welcomes_once(ws: Workspace, smtp: SmtpSer
     assert "Schön, dass du dabei bist" in web.get(confirm_url).text  # GET after: no button, no change
 
 
+def test_welcome_mail_has_the_list_headers_of_an_issue(ws: Workspace, smtp: SmtpServer, mailbox: Mailbox,
+                                                       serve: Starter) -> None:
+    web = serve()
+    web.post_form("/subscribe", signup("neu@example.org"))
+    confirmation = mailbox.received[0].data
+    assert b"List-Unsubscribe" not in confirmation  # not subscribed yet: nothing to leave
+    web.post_form(link_in(confirmation, "c"), "")
+    raw = mailbox.received[1].data
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert raw.isascii() and all(len(line) <= 76 for line in body.split(b"\r\n"))
+    leave = unsubscribe_url(BASE, ws.secret(), person(ws, "neu@example.org").id)
+    lines = head.split(b"\r\n")
+    assert f"List-Unsubscribe: <{leave}>, <mailto:impuls@praxis.example.org?subject=unsubscribe>".encode() in lines
+    assert b"List-Unsubscribe-Post: List-Unsubscribe=One-Click" in lines
+    assert b'List-Id: "Impuls" <newsletter.praxis.example.org>' in lines
+    assert link_in(raw, "u") == leave
+
+
 def test_no_welcome_mail_when_switched_off(ws: Workspace, smtp: SmtpServer, mailbox: Mailbox, serve: Starter) -> None:
     web = serve(welcome_mail=False)
     web.post_form("/subscribe", signup("neu@example.org"))
