@@ -14,13 +14,13 @@ from newsletter.web import WebApp, create_server, form_snippet
 @app.command()
 def serve(
     host: str | None = typer.Option(None, "--host", help="Adresse, an der der Server lauscht "
-                                    "(Standard: [web] host, sonst 127.0.0.1).", show_default=False),
+                                    "(Standard: \\[web] host, sonst 127.0.0.1).", show_default=False),
     port: int | None = typer.Option(None, "--port", min=1, max=65535,
-                                    help="Port (Standard: [web] port, sonst 8025).", show_default=False),
+                                    help="Port (Standard: \\[web] port, sonst 8025).", show_default=False),
 ) -> None:
     """Startet die Web-Anwendung für An- und Abmeldung, die Links in jeder Mail zeigen dorthin.
 
-    Sie gehört hinter einen HTTPS-Proxy (Caddy oder nginx); [newsletter] base_url muss auf sie zeigen.
+    Sie gehört hinter einen HTTPS-Proxy (Caddy oder nginx); base_url in newsletter.toml muss auf sie zeigen.
     Anleitung: docs/serve.md. Beenden mit Strg+C.
 
     Beispiel: [bold]newsletter serve --port 8025[/]
