@@ -115,7 +115,7 @@ def read_csv(data: bytes, filename: str = "CSV") -> CsvTable:
         if columns is None:
             raise CsvError(
                 f"{filename}: keine Spalte mit E-Mail-Adressen gefunden (erwartet eine Überschrift "
-                f"wie „E-Mail“ oder „email“; die erste Zeile ist: {'; '.join(first)})")
+                f"wie „E-Mail“ oder „email“; die erste Zeile ist: {'; '.join(first)[:120]})")
         header, body = None, numbered
     rows = [_row(number, cells, *columns) for number, cells in body]
     return CsvTable(filename=filename, rows=rows, encoding=encoding, delimiter=delimiter,
@@ -181,22 +181,18 @@ Columns = tuple[int, int | None, int | None, int | None]  # email, name, first n
 def _columns_from_header(cells: list[str]) -> Columns | None:
     keys = [_header_key(cell) for cell in cells]
 
-    def find(names: set[str], part: str | None = None) -> int | None:
+    def find(names: set[str], *parts: str) -> int | None:
+        """The first column named exactly so, else the first whose name contains a part."""
         exact = next((i for i, key in enumerate(keys) if key in names), None)
-        if exact is not None or part is None:
+        if exact is not None:
             return exact
-        return next((i for i, key in enumerate(keys) if part in key), None)
+        return next((i for i, key in enumerate(keys) if any(part in key for part in parts)), None)
 
     email = find(EMAIL_HEADERS, "mail")
     if email is None:
         return None
-    first = find(FIRST_NAME_HEADERS, "vorname")
-    if first is None:
-        first = find(FIRST_NAME_HEADERS, "firstname")
-    last = find(LAST_NAME_HEADERS, "nachname")
-    if last is None:
-        last = find(LAST_NAME_HEADERS, "lastname")
-    return email, find(NAME_HEADERS), first, last
+    return (email, find(NAME_HEADERS), find(FIRST_NAME_HEADERS, "vorname", "firstname"),
+            find(LAST_NAME_HEADERS, "nachname", "lastname"))
 
 
 def _columns_without_header(cells: list[str]) -> Columns | None:

@@ -440,18 +440,20 @@ def _line_of(text: str, key: str) -> int:
 
 
 def _suppression_from(path: Path, text: str, table: Any) -> tuple[str, set[str]]:
-    where = f"{path}:{_line_of(text, 'suppression')}"
+    def error(message: str) -> SubscriberError:
+        return SubscriberError(f"{path}:{_line_of(text, 'suppression')}: {message}")
+
     if not isinstance(table, dict):
-        raise SubscriberError(f"{where}: „suppression“ muss eine Tabelle [suppression] sein")
+        raise error("„suppression“ muss eine Tabelle [suppression] sein")
     unknown = set(table) - {"salt", "hashes"}
     if unknown:
-        raise SubscriberError(f"{where}: unbekannter Schlüssel „{sorted(unknown)[0]}“ in [suppression]")
+        raise error(f"unbekannter Schlüssel „{sorted(unknown)[0]}“ in [suppression]")
     salt, hashes = table.get("salt", ""), table.get("hashes", [])
     if not isinstance(salt, str) or not isinstance(hashes, list) \
             or not all(isinstance(h, str) for h in hashes):
-        raise SubscriberError(f"{where}: [suppression] braucht salt (Text) und hashes (Liste von Texten)")
+        raise error("[suppression] braucht salt (Text) und hashes (Liste von Texten)")
     if hashes and not salt:
-        raise SubscriberError(f"{where}: [suppression] salt fehlt; ohne ihn sind die Prüfwerte wertlos")
+        raise error("[suppression] salt fehlt; ohne ihn sind die Prüfwerte wertlos")
     return salt, set(hashes)
 
 

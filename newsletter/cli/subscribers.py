@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import io
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -270,12 +269,10 @@ def export(
     """
     people = _store().load()
     if file is None:
-        buffer = io.StringIO()
         if json_output:
-            write_json(people, buffer)
+            write_json(people, sys.stdout)
         else:
-            write_csv(people, buffer, excel)
-        sys.stdout.write(buffer.getvalue())
+            write_csv(people, sys.stdout, excel)
         return
     export_file(people, file, as_json=json_output, excel=excel, overwrite=force)
     out.print(f"{len(people)} Einträge nach {file} exportiert.", soft_wrap=True, markup=False)
