@@ -163,6 +163,7 @@ def test_pages_load_nothing_from_elsewhere(web: WebServer) -> None:
     assert "<script" not in reply.text
     assert not re.search(r"""(src|href)=["']https?://(?!praxis\.example\.org)""", reply.text)
     assert '<html lang="de">' in reply.text
+    assert "Impressum" in reply.text and "Lindenallee 12<br>" in reply.text  # a public page needs one
 
 
 def test_archive_pages_are_served_and_nothing_beside_them(ws: Workspace, runner, web: WebServer) -> None:
