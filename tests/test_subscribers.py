@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import json
 import random
@@ -26,6 +27,7 @@ from newsletter.subscribers import (
     PENDING,
     UNSUBSCRIBED,
     SubscriberStore,
+    now,
     parse_subscribers,
 )
 from newsletter.workspace import Workspace
@@ -498,3 +500,18 @@ def test_commands_work_without_newsletter_toml(tmp_path: Path, runner, monkeypat
     assert invoke(runner, "subscribers", "add", "anna@example.org").exit_code == 0
     assert (tmp_path / "subscribers" / "subscribers.toml").is_file()
     assert [p.name for p in tmp_path.iterdir()] == ["subscribers"]
+
+
+def test_prune_removes_only_expired_pending_signups(ws: Workspace, store: SubscriberStore, runner) -> None:
+    old = now() - dt.timedelta(days=8)
+    with store.change() as people:
+        people.add("alt@example.org", subscribed_at=old)
+        people.add("frisch@example.org")
+        people.add("aktiv@example.org", status=ACTIVE, subscribed_at=old)
+    would = invoke(runner, "subscribers", "prune", "--dry-run", "--json")
+    assert json.loads(would.stdout) == {"dry_run": True, "confirm_days": 7, "removed": ["alt@example.org"]}
+    assert store.load().get("alt@example.org") is not None
+    result = invoke(runner, "subscribers", "prune")
+    assert result.exit_code == 0 and "1 unbestätigte Anmeldung(en) älter als 7 Tage entfernt" in result.stdout
+    assert sorted(p.email for p in store.load()) == ["aktiv@example.org", "frisch@example.org"]
+    assert not store.backup_path.exists()  # no copy of the removed sign-up stays behind

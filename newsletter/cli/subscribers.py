@@ -21,6 +21,7 @@ from newsletter.importer import (
     write_csv,
     write_json,
 )
+from newsletter.signup import prune_pending
 from newsletter.subscribers import (
     PENDING,
     STATUS_LABELS,
@@ -304,3 +305,29 @@ def stats(json_output: bool = JSON_OPTION) -> None:
             months.add_row(month, str(count))
         out.print()
         out.print(months)
+
+
+@subscribers_app.command()
+def prune(
+    dry_run: bool = typer.Option(False, "--dry-run", help="Nur zeigen, wer entfernt würde."),
+    json_output: bool = JSON_OPTION,
+) -> None:
+    """Entfernt Anmeldungen, die nach [web] confirm_days Tagen noch unbestätigt sind.
+
+    Wer nicht bestätigt hat, hat nicht eingewilligt; seine Daten werden nicht aufbewahrt.
+    Gedacht für einen täglichen cron-Job neben newsletter serve.
+
+    Beispiel: [bold]newsletter subscribers prune --dry-run[/]
+    """
+    workspace = current_workspace()
+    days = workspace.config.web.confirm_days
+    expired = prune_pending(SubscriberStore(workspace.subscribers_path), dt.timedelta(days=days),
+                            dry_run=dry_run)
+    if json_output:
+        print_json({"dry_run": dry_run, "confirm_days": days,
+                    "removed": [person.email for person in expired]})
+        return
+    verb = "würden entfernt" if dry_run else "entfernt"
+    out.print(f"{len(expired)} unbestätigte Anmeldung(en) älter als {days} Tage {verb}.")
+    for person in expired:
+        out.print(Text(f"  {person.email}"), soft_wrap=True)
