@@ -195,7 +195,6 @@ class WebApp:
                                 link=(self.context["signup_url"], self.context["t"]["signup_again"]))
         return self.ask("confirm") if outcome == ASK else self.message("confirmed")
 
-
     def archive(self, request: Request, name: str) -> Response:
         """A file of the public archive (`newsletter archive` writes it), and only one it listed itself."""
         manifest = self.archive_dir / MANIFEST
