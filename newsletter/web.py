@@ -206,7 +206,9 @@ class WebApp:
         if data is None:
             raise NotFound
         mimetype = "application/atom+xml" if name.endswith(".xml") else "text/html"
-        return Response(data, mimetype=mimetype, headers=ARCHIVE_HEADERS)
+        response = Response(data, mimetype=mimetype, headers=ARCHIVE_HEADERS)
+        response.add_etag()  # feed readers and browsers revalidate cheaply: 304 when unchanged
+        return response.make_conditional(request)
 
 
 def form_fields(request: Request) -> dict[str, str]:
