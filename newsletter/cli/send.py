@@ -13,6 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from newsletter.archive import build_archive
+from newsletter.check import check_issue
 from newsletter.cli.app import app, confirm, current_workspace, err, out, print_json
 from newsletter.errors import NewsletterError
 from newsletter.issue import Issue, parse_issue
@@ -32,7 +33,7 @@ from newsletter.send import (
     options_from,
     plan_send,
 )
-from newsletter.subscribers import SubscriberStore
+from newsletter.subscribers import SubscriberStore, normalize_email
 from newsletter.texts import texts
 from newsletter.transport import make_transport
 from newsletter.workspace import Workspace
@@ -221,9 +222,6 @@ def _print_summary(issue: Issue, summary: SendSummary) -> None:
 
 
 def _send_test(workspace: Workspace, issue: Issue, addresses: list[str]) -> None:
-    from newsletter.check import check_issue
-    from newsletter.subscribers import normalize_email
-
     report = check_issue(workspace, issue)
     if not report.ok or report.rendered is None:
         raise NewsletterError(f"{issue.path.name}: check meldet Fehler: {report.errors[0]}")
