@@ -3,6 +3,9 @@
 A row is `sending` (committed) before MAIL FROM and `sent` only after the server's 250 to
 DATA. Rows found in `sending` when a run starts belong to a run that died mid-message; they
 become `unknown` and are resent only when the author asks, so nobody gets a copy twice.
+
+Every commit is an fsync (synchronous=FULL), and a send commits once per message: the outcome
+of one message is written in the same transaction that claims the next one.
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ CREATE TABLE IF NOT EXISTS recipients (
 );
 CREATE INDEX IF NOT EXISTS recipients_state ON recipients (state, seq);
 """
+ROW_SELECT = ("SELECT seq, subscriber_id, email, name, state, attempts, last_code, last_reply,"
+              " message_id, next_attempt_at, sent_at FROM recipients")
 
 
 @dataclass(frozen=True)
@@ -81,7 +86,27 @@ class SendJournal:
         return cls(path) if path.exists() else None
 
     def close(self) -> None:
+        self.flush()
         self.db.close()
+
+    def flush(self) -> None:
+        """Commit an outcome that `finish` left for the next claim to commit."""
+        with self._lock:
+            if self.db.in_transaction:
+                self.db.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def _write(self, commit: bool = True) -> Iterator[None]:
+        """One change under the lock, in the open transaction if `finish` left one (it then
+        commits with this change: one fsync for both), else in a new one."""
+        with self._lock:
+            if not self.db.in_transaction:
+                self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            finally:
+                if commit:
+                    self.db.execute("COMMIT")
 
     @contextlib.contextmanager
     def running(self) -> Iterator[None]:
@@ -102,7 +127,7 @@ class SendJournal:
         return row[0] if row else None
 
     def set_meta(self, key: str, value: str) -> None:
-        with self._lock:
+        with self._write():
             self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
     @property
@@ -111,6 +136,7 @@ class SendJournal:
 
     def freeze(self, recipients: Iterable[tuple[str, str, str]], meta: dict[str, str]) -> int:
         """Fix the recipient list (id, email, name) once, in one transaction."""
+        self.flush()
         with self._lock:
             if self.meta("frozen_at") is not None:
                 raise NewsletterError(f"{self.path}: die Empfängerliste steht schon fest")
@@ -143,10 +169,7 @@ class SendJournal:
     def rows(self, states: Iterable[str]) -> list[Row]:
         wanted = tuple(states)
         marks = ",".join("?" * len(wanted))
-        cursor = self.db.execute(
-            f"SELECT seq, subscriber_id, email, name, state, attempts, last_code, last_reply,"  # noqa: S608 - only placeholders
-            f" message_id, next_attempt_at, sent_at FROM recipients WHERE state IN ({marks}) ORDER BY seq",
-            wanted)
+        cursor = self.db.execute(f"{ROW_SELECT} WHERE state IN ({marks}) ORDER BY seq", wanted)
         return [Row(*values) for values in cursor]
 
     def earliest_retry(self) -> float | None:
@@ -157,13 +180,13 @@ class SendJournal:
 
     def recover(self) -> int:
         """Rows a dead run left in `sending` become `unknown`: maybe delivered, maybe not."""
-        with self._lock:
+        with self._write():
             return self.db.execute(
                 "UPDATE recipients SET state = ?, updated_at = ? WHERE state = ?",
                 (UNKNOWN, _stamp(), SENDING)).rowcount
 
     def retry_unknown(self) -> int:
-        with self._lock:
+        with self._write():
             return self.db.execute(
                 "UPDATE recipients SET state = ?, updated_at = ? WHERE state = ?",
                 (PENDING, _stamp(), UNKNOWN)).rowcount
@@ -172,15 +195,11 @@ class SendJournal:
         """The next due row, marked `sending` and committed before anything goes out.
 
         Rows whose subscriber is not in `allowed` (left, bounced or erased since the list was
-        frozen) become `skipped` instead.
+        frozen) become `skipped` instead. The same commit makes the previous `finish` durable.
         """
-        with self._lock:
+        with self._write():
             while True:
-                values = self.db.execute(
-                    "SELECT seq, subscriber_id, email, name, state, attempts, last_code, last_reply,"
-                    " message_id, next_attempt_at, sent_at FROM recipients"
-                    " WHERE state = ? OR (state = ? AND next_attempt_at <= ?) ORDER BY seq LIMIT 1",
-                    (PENDING, DEFERRED, now)).fetchone()
+                values = self._next_due(now)
                 if values is None:
                     return None
                 row = Row(*values)
@@ -193,16 +212,35 @@ class SendJournal:
                     (SENDING, _stamp(), row.seq))
                 return row
 
+    def _next_due(self, now: float) -> tuple | None:
+        """The lowest seq that is pending or a deferred row due by `now`.
+
+        Two index searches: a single `state = ? OR (state = ? AND …)` query made SQLite collect
+        and sort every pending row on each claim, quadratic over a whole send.
+        """
+        pending = self.db.execute(f"{ROW_SELECT} WHERE state = ? ORDER BY seq LIMIT 1", (PENDING,)).fetchone()
+        due = self.db.execute(f"{ROW_SELECT} WHERE state = ? AND next_attempt_at <= ? ORDER BY seq LIMIT 1",
+                              (DEFERRED, now)).fetchone()
+        if pending is None or (due is not None and due[0] < pending[0]):
+            return due
+        return pending
+
     def release(self, row: Row) -> None:
         """Give a claimed row back untouched: nothing was sent for it."""
-        with self._lock:
+        with self._write():
             self.db.execute("UPDATE recipients SET state = ?, attempts = ?, updated_at = ? WHERE seq = ?",
                             (row.state, row.attempts, _stamp(), row.seq))
 
     def finish(self, seq: int, state: str, code: int | None = None, reply: str | None = None,
                message_id: str | None = None, next_attempt_at: float | None = None) -> None:
-        """Record the outcome of one attempt; `sent` gets its timestamp for the daily limit."""
-        with self._lock:
+        """Record the outcome of one attempt; `sent` gets its timestamp for the daily limit.
+
+        Committed by the next write: normally the worker's next `claim`, so the outcome and the
+        next `sending` share one fsync; at the end by `flush` or `close`. A run that dies before
+        that leaves this row `sending`, which the next run reports as `unknown` -- just as a death
+        between the server's 250 and a commit of its own would.
+        """
+        with self._write(commit=False):
             self.db.execute(
                 "UPDATE recipients SET state = ?, last_code = ?, last_reply = ?,"
                 " message_id = COALESCE(?, message_id), next_attempt_at = ?, updated_at = ?,"

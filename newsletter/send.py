@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -76,7 +75,7 @@ class SubscriberWatch:
     def refresh(self) -> frozenset[str]:
         with self._lock:
             try:
-                info = os.stat(self.store.path)
+                info = self.store.path.stat()
                 stamp = (info.st_mtime_ns, info.st_size, info.st_ino)
             except FileNotFoundError:
                 stamp = (0, 0, 0)
@@ -167,7 +166,10 @@ class SendRun:
             self.error = exc
             self.halt(INTERRUPTED)
         finally:
-            transport.close()
+            try:
+                self.journal.flush()  # the last outcome, which no further claim commits
+            finally:
+                transport.close()
 
     def _send_one(self, transport: Transport, row: Row) -> None:
         message = self.factory.build(Recipient(row.subscriber_id, row.email, row.name))

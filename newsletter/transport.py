@@ -7,6 +7,7 @@ sender, unreachable server) raise TransportError naming host:port.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import smtplib
@@ -20,7 +21,7 @@ from typing import Protocol
 from newsletter.config import SmtpSettings
 from newsletter.errors import TransportError
 
-PASSWORD_ENV = "NEWSLETTER_SMTP_PASSWORD"
+PASSWORD_ENV = "NEWSLETTER_SMTP_PASSWORD"  # noqa: S105 - the variable's name, not a password
 # Replies that mean "you are sending too much", not "this recipient has a problem".
 LIMIT_REPLY = re.compile(r"rate|limit|too many|quota|exceeded|throttl|4\.7\.0|4\.5\.3|try again later",
                          re.IGNORECASE)
@@ -214,18 +215,14 @@ class SmtpTransport:
 
     def _drop(self) -> None:
         if self.connection is not None:
-            try:
+            with contextlib.suppress(OSError):
                 self.connection.close()
-            except OSError:  # pragma: no cover
-                pass
         self.connection = None
 
     def close(self) -> None:
         if self.connection is not None:
-            try:
+            with contextlib.suppress(smtplib.SMTPException, OSError):
                 self.connection.quit()
-            except (smtplib.SMTPException, OSError):
-                pass
         self._drop()
 
 
