@@ -12,6 +12,7 @@ import contextlib
 import datetime as dt
 import glob
 import hashlib
+import itertools
 import os
 import re
 import secrets
@@ -282,8 +283,45 @@ class SubscriberStore:
         return parse_subscribers(self.path, raw)
 
     def active(self) -> Iterator[Subscriber]:
-        """The people an issue goes to, in file order."""
-        return (s for s in self.load() if s.receives_mail)
+        """The people an issue goes to, in file order, read one at a time (see `stream`)."""
+        return (s for s in self.stream() if s.receives_mail)
+
+    def stream(self) -> Iterator[Subscriber]:
+        """Every subscriber in file order, parsed one [[subscriber]] table at a time.
+
+        A send reads the list several times; at 100,000 people a whole `load()` holds ~300 MB,
+        this holds one table. Whatever does not split cleanly into tables (a hand-written
+        multi-line string, a duplicate, a broken record) is left to `load()`, which either
+        reads it after all or raises the error with the right line number.
+        """
+        yielded = 0
+        try:
+            for subscriber in self._tables():
+                yield subscriber
+                yielded += 1
+        except _NotStreamable:
+            yield from self.load().subscribers[yielded:]
+
+    def _tables(self) -> Iterator[Subscriber]:
+        try:
+            handle = self.path.open("rb")
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise SubscriberError(f"{self.path}: kann nicht gelesen werden ({exc.strerror})") from None
+        seen: set[str] = set()
+        with handle:
+            table: list[bytes] = []
+            for line in itertools.chain(handle, [b"[end]"]):
+                if line.lstrip(b" \t").startswith(b"[") and table:
+                    subscriber = _one_table(b"".join(table))
+                    if subscriber is not None:
+                        if subscriber.key in seen:
+                            raise _NotStreamable
+                        seen.add(subscriber.key)
+                        yield subscriber
+                    table = []
+                table.append(line)
 
     @contextlib.contextmanager
     def change(self) -> Iterator[SubscriberList]:
@@ -455,6 +493,25 @@ def _suppression_from(path: Path, text: str, table: Any) -> tuple[str, set[str]]
     if hashes and not salt:
         raise error("[suppression] salt fehlt; ohne ihn sind die Prüfwerte wertlos")
     return salt, set(hashes)
+
+
+class _NotStreamable(Exception):
+    """The file needs the careful whole-file parse."""
+
+
+def _one_table(raw: bytes) -> Subscriber | None:
+    """One [[subscriber]] table, or None for comments and [suppression]."""
+    try:
+        data = toml_reader.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, toml_reader.TOMLDecodeError):
+        raise _NotStreamable from None
+    if not data or set(data) == {"suppression"}:
+        return None
+    records = data.get("subscriber")
+    if set(data) != {"subscriber"} or not isinstance(records, list) or len(records) != 1 \
+            or _record_problem(records[0]) is not None:
+        raise _NotStreamable
+    return Subscriber(**records[0])
 
 
 def _record_problem(record: Any) -> str | None:
