@@ -14,6 +14,7 @@ import contextlib
 import datetime as dt
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,8 +64,16 @@ class Row:
     sent_at: str | None
 
 
+_stamp_cache = (-1, "")
+
+
 def _stamp() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    """Now in UTC to the second; formatted once per second, it is written twice per message."""
+    global _stamp_cache
+    second = int(time.time())
+    if second != _stamp_cache[0]:
+        _stamp_cache = (second, dt.datetime.fromtimestamp(second, dt.UTC).isoformat(timespec="seconds"))
+    return _stamp_cache[1]
 
 
 class SendJournal:

@@ -97,6 +97,7 @@ class MessageFactory:
         self.base_url = config.base_url
         self.mailto = f"mailto:{self.envelope_from}?subject=unsubscribe"
         self.boundary = "=_" + secrets.token_hex(16)
+        self._date_cache = (-1, "")
         subject = f"{subject_prefix} {rendered.issue.subject}".strip()
         head = [
             "From: " + address_header(nl.from_name, nl.from_email),
@@ -123,6 +124,15 @@ class MessageFactory:
         digest = hmac.new(self.secret, f"{self.slug}\0{recipient.id}".encode(), hashlib.sha256)
         return f"<{self.slug}.{digest.hexdigest()[:20]}@{self.domain}>"
 
+    def _date(self, when: float | None) -> str:
+        """The Date header, formatted once per second rather than once per message."""
+        second = int(when if when is not None else time.time())
+        cached_second, text = self._date_cache  # one tuple: threads never see half an update
+        if second != cached_second:
+            text = formatdate(second, localtime=True)
+            self._date_cache = (second, text)
+        return text
+
     def build(self, recipient: Recipient, date: float | None = None) -> OutgoingMessage:
         unsubscribe = unsubscribe_url(self.base_url, self.secret, recipient.id)
         values = self.fixed_values or recipient_values(recipient.email, recipient.name)
@@ -133,7 +143,7 @@ class MessageFactory:
         to = ascii_address(recipient.email)
         head = (
             f"To: {address_header(recipient.name, recipient.email)}\r\n"
-            f"Date: {formatdate(date or time.time(), localtime=True)}\r\n"
+            f"Date: {self._date(date)}\r\n"
             f"Message-ID: {message_id}\r\n"
             f"List-Unsubscribe: <{unsubscribe}>, <{self.mailto}>\r\n"
         ).encode("ascii")

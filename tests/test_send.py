@@ -55,9 +55,10 @@ def smtp_config(ws: Workspace, port: int, **settings: object) -> None:
     ws.__dict__.pop("config", None)
 
 
-@pytest.fixture
-def mailbox() -> Mailbox:
-    return Mailbox()
+@pytest.fixture(params=[True, False], ids=["pipelining", "one-by-one"])
+def mailbox(request: pytest.FixtureRequest) -> Mailbox:
+    """Every send test runs against a server with and without PIPELINING."""
+    return Mailbox(pipelining=request.param)
 
 
 @pytest.fixture

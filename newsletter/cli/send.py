@@ -8,7 +8,15 @@ from collections.abc import Iterator
 
 import typer
 from rich.panel import Panel
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
@@ -126,24 +134,28 @@ def _run(workspace: Workspace, journal: SendJournal, rendered, transport_factory
     factory = MessageFactory(rendered, workspace.config, workspace.secret())
     total = journal.total()
     done = total - sum(journal.counts()[s] for s in ("pending", "deferred"))
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[rate]}"), TimeRemainingColumn())
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(),
+               TimeRemainingColumn())
     with Progress(*columns, console=out, transient=False) as bar:
-        task = bar.add_task("Versand", total=total, completed=done, rate="")
+        task = bar.add_task("Versand", total=total, completed=done)
 
         def progress(state: str) -> None:
-            if state == "pause":
-                bar.update(task, description="Pause (Anbieter-Limit)")
-                return
             if state in ("sent", "failed", "unknown"):
                 bar.advance(task)
-            speed = bar.tasks[0].speed
-            bar.update(task, description="Versand", rate=f"{speed:.0f}/s" if speed else "")
+            else:
+                bar.update(task, description="Pause (Anbieter-Limit)" if state == "pause" else "Versand")
 
         run = SendRun(journal, factory, transport_factory, SubscriberStore(workspace.subscribers_path),
                       options_from(workspace), workspace.journal_dir, progress=progress)
         with _stop_on_ctrl_c(run):
             return run.run()
+
+
+class RateColumn(ProgressColumn):
+    """Messages per second, worked out when the bar is drawn (10× a second), not per message."""
+
+    def render(self, task: Task) -> Text:
+        return Text(f"{task.speed:.0f}/s" if task.speed else "", style="progress.data.speed")
 
 
 @contextlib.contextmanager
