@@ -70,8 +70,7 @@ class OutboxTransport:
     def deliver(self, sender: str, recipient: str, data: bytes) -> Delivery:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.count += 1
-        safe = re.sub(r"[^A-Za-z0-9@._+-]", "_", recipient)[:100]
-        target = self.folder / f"{safe}.eml"
+        target = self.folder / outbox_name(recipient)
         fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".", suffix=".tmp")
         with os.fdopen(fd, "wb") as handle:  # whole file or none: never a torn message
             handle.write(data)
@@ -80,6 +79,11 @@ class OutboxTransport:
 
     def close(self) -> None:
         pass
+
+
+def outbox_name(recipient: str) -> str:
+    """The .eml file name the outbox gives a recipient's message."""
+    return re.sub(r"[^A-Za-z0-9@._+-]", "_", recipient)[:100] + ".eml"
 
 
 def smtp_password(settings: SmtpSettings) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email
+import json
 import email.policy
 import re
 import xml.etree.ElementTree as ET
@@ -123,3 +124,15 @@ def test_archive_false_mail_has_no_web_link(ws: Workspace, runner) -> None:
     message = email.message_from_bytes(raw, policy=email.policy.default)
     assert "/archiv/" not in message.get_body(("html",)).get_content()
     assert "Im Browser ansehen" not in message.get_body(("plain",)).get_content()
+
+
+def test_forget_erases_the_person_from_journals_and_outbox(sent: Workspace, runner) -> None:
+    result = invoke(runner, "subscribers", "forget", "anna.vertraulich@example.org", "--yes")
+    assert result.exit_code == 0, result.output
+    assert "4 Versandprotokoll-Zeile(n)" in result.stdout
+    leftovers = [p for p in sent.state_dir.rglob("*") if p.is_file()]
+    for path in leftovers:
+        data = path.read_bytes()
+        assert b"anna.vertraulich" not in data and b"Geheimnis" not in data, path
+    counts = json.loads(invoke(runner, "status", "issues/2026-12-impuls.md", "--json").stdout)
+    assert counts["sent"] == 2  # the rows stay, so nothing is ever resent

@@ -12,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from newsletter.cli.app import ErrorBoundary, app, confirm, current_workspace, out, print_json
+from newsletter.erasure import erase_traces
 from newsletter.importer import (
     DELIMITER_NAMES,
     ImportReport,
@@ -249,8 +250,10 @@ def forget(
         out.print("Nichts gelöscht.")
         raise typer.Exit(1)
     erased = store.forget(person.email)
-    out.print(f"Gelöscht: {erased.email}. Gespeichert bleibt nur ein Prüfwert, damit die Adresse "
-              "nicht wieder importiert wird. Denk auch an Exporte, die du selbst gemacht hast.",
+    rows, files = erase_traces(current_workspace().state_dir, erased.email)
+    out.print(f"Gelöscht: {erased.email}, auch aus {rows} Versandprotokoll-Zeile(n) und {files} Datei(en) "
+              "im Postausgang. Gespeichert bleibt nur ein Prüfwert, damit die Adresse nicht wieder "
+              "importiert wird. Denk auch an Exporte, die du selbst gemacht hast.",
               soft_wrap=True, markup=False)
 
 
