@@ -9,12 +9,15 @@ builds to identical bytes and an upload only syncs what changed.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import os
 import tempfile
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from newsletter import __version__
 from newsletter.errors import NewsletterError
 from newsletter.issue import Issue, parse_issue
 from newsletter.merge import recipient_values
@@ -22,6 +25,7 @@ from newsletter.render import render_issue
 from newsletter.workspace import Workspace
 
 MANIFEST = ".archive-files"
+INPUTS = ".archive-inputs"  # what each page was rendered from, so unchanged pages are not rendered again
 ATOM = "http://www.w3.org/2005/Atom"
 MONTHS = {
     "de": ["Januar", "Februar", "März", "April", "Mai", "Juni", "Juli", "August", "September",
@@ -76,16 +80,53 @@ def build_archive(workspace: Workspace, folder: Path | None = None) -> ArchiveRe
     issues = sent_issues(workspace)
     page = {**words, "index_url": "index.html", "signup_url": f"{config.base_url}/subscribe"}
     files: dict[str, bytes] = {}
+    previous = _read_inputs(folder)
+    inputs: dict[str, str] = {}
     for issue in issues:
+        name = f"{issue.slug}.html"
+        inputs[name] = _page_inputs(workspace, issue)
+        existing = folder / name
+        if previous.get(name) == inputs[name] and existing.is_file():
+            files[name] = existing.read_bytes()  # same inputs, same bytes: skip the slow render
+            continue
         rendered = render_issue(workspace, issue, page=page)
         html, _ = rendered.personalize(recipient_values("", ""))
-        files[f"{issue.slug}.html"] = html.encode("utf-8")
+        files[name] = html.encode("utf-8")
     index = workspace.templates.get_template("archive/index.html").render(
         newsletter=config.newsletter, t=words, language=language, signup_url=page["signup_url"],
         months=_by_month(issues, language))
     files["index.html"] = index.encode("utf-8")
     files["feed.xml"] = atom_feed(workspace, issues)
-    return _write(folder, files, issues)
+    result = _write(folder, files, issues)
+    _write_inputs(folder, inputs)
+    return result
+
+
+def _page_inputs(workspace: Workspace, issue: Issue) -> str:
+    """A fingerprint of everything a page is rendered from: issue, config, templates, tool version."""
+    digest = hashlib.sha256(__version__.encode())
+    digest.update(issue.path.read_bytes())
+    digest.update(workspace.config.path.read_bytes())
+    digest.update(workspace.template_source("newsletter.mjml").encode())
+    return digest.hexdigest()
+
+
+def _read_inputs(folder: Path) -> dict[str, str]:
+    try:
+        data = json.loads((folder / INPUTS).read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_inputs(folder: Path, inputs: dict[str, str]) -> None:
+    data = json.dumps(inputs, indent=1, sort_keys=True).encode()
+    if (folder / INPUTS).is_file() and (folder / INPUTS).read_bytes() == data:
+        return
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".", suffix=".tmp")
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    os.replace(tmp, folder / INPUTS)
 
 
 def _by_month(issues: list[Issue], language: str) -> list[tuple[str, list[Issue]]]:

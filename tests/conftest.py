@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from browser_support import browser, offline, page  # noqa: F401 - fixtures for the browser tests
 from typer.testing import CliRunner
 
 from newsletter.cli import app

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import email
-import json
 import email.policy
+import json
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -136,3 +136,18 @@ def test_forget_erases_the_person_from_journals_and_outbox(sent: Workspace, runn
         assert b"anna.vertraulich" not in data and b"Geheimnis" not in data, path
     counts = json.loads(invoke(runner, "status", "issues/2026-12-impuls.md", "--json").stdout)
     assert counts["sent"] == 2  # the rows stay, so nothing is ever resent
+
+
+def test_a_changed_template_or_issue_renders_the_pages_again(sent: Workspace, tmp_path: Path) -> None:
+    build_archive(sent, tmp_path / "site")
+    path = sent.issues_dir / "2026-11-impuls.md"
+    path.write_text(path.read_text().replace("Gedanken im November.", "Neue Gedanken im November."))
+    result = build_archive(sent, tmp_path / "site")
+    assert [p.name for p in result.written] == ["2026-11-impuls.html"]
+    assert "Neue Gedanken" in (tmp_path / "site" / "2026-11-impuls.html").read_text()
+    template = sent.templates_dir / "newsletter.mjml"
+    template.write_text(template.read_text().replace("#f4f1ec", "#f5f2ed"))
+    result = build_archive(sent, tmp_path / "site")
+    assert sorted(p.name for p in result.written) == ["2026-10-impuls.html", "2026-11-impuls.html",
+                                                      "2026-12-impuls.html"]
+    assert "#f5f2ed" in (tmp_path / "site" / "2026-10-impuls.html").read_text()

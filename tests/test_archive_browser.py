@@ -6,9 +6,10 @@ import re
 from urllib.parse import urljoin
 
 import pytest
+from browser_support import fits
 from conftest import invoke, write_issue
 from playwright.sync_api import Page
-from test_browser import BASE, browser, fits, offline, page  # noqa: F401 - fixtures
+from test_browser import BASE
 from test_send import add_people
 from web_server import WebServer
 

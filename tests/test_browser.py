@@ -6,15 +6,14 @@ Without it these tests are skipped, except under CI, where a missing browser is 
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
 from email import message_from_bytes, policy
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
-from playwright.sync_api import Browser, Page, Request, Route, sync_playwright
+from browser_support import Offline, fits
+from playwright.sync_api import Browser, Page
 from web_server import WebServer
 
 from newsletter.issue import parse_issue
@@ -27,53 +26,8 @@ from newsletter.workspace import Workspace
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 BASE = "https://newsletter.praxis.example.org"
 WIDTHS = (375, 640)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        reason = f"{CHROMIUM} fehlt (Debian-Paket chromium, `.ci/run` installiert es)"
-        if os.environ.get("CI"):
-            pytest.fail(f"CI: {reason}")
-        pytest.skip(reason)
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
-
-
-class Offline:
-    """Lets only loopback requests through and remembers every other one the page tried."""
-
-    def __init__(self) -> None:
-        self.blocked: list[str] = []
-
-    def __call__(self, route: Route, request: Request) -> None:
-        host = urlsplit(request.url).hostname
-        if request.url.startswith(("data:", "about:")) or host == "127.0.0.1":
-            route.continue_()
-        else:
-            self.blocked.append(request.url)
-            route.abort()
-
-
-@pytest.fixture
-def offline() -> Offline:
-    return Offline()
-
-
-@pytest.fixture
-def page(browser: Browser, offline: Offline) -> Iterator[Page]:
-    """A phone-sized page with JavaScript switched off: the pages must work without it."""
-    context = browser.new_context(viewport={"width": 375, "height": 740}, java_script_enabled=False)
-    context.route("**/*", offline)
-    yield context.new_page()
-    context.close()
 
 
 @pytest.fixture
@@ -81,10 +35,6 @@ def web(ws: Workspace) -> Iterator[WebServer]:
     server = WebServer(ws).start()
     yield server
     server.stop()
-
-
-def fits(page: Page) -> bool:
-    return page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
 
 
 def local(web: WebServer, url: str) -> str:

@@ -31,7 +31,8 @@ def test_stream_equals_load(store: SubscriberStore) -> None:
 
 def test_hand_written_multiline_string_falls_back_to_the_whole_file(store: SubscriberStore) -> None:
     text = store.path.read_text()
-    text = text.replace('name = "Person 4"', 'note = """Rief an:\n[[subscriber]] bitte nicht löschen"""\nname = "Person 4"')
+    note = 'note = """Rief an:\n[[subscriber]] bitte nicht löschen"""\n'
+    text = text.replace('name = "Person 4"', note + 'name = "Person 4"')
     store.path.write_text(text)
     assert list(store.stream()) == store.load().subscribers
     assert len(list(store.stream())) == 30

@@ -8,7 +8,6 @@ import typer
 
 from newsletter.cli.app import app, current_workspace, err, out
 from newsletter.transport import make_transport
-from newsletter.web import WebApp, create_server, form_snippet
 
 
 @app.command()
@@ -25,6 +24,8 @@ def serve(
 
     Beispiel: [bold]newsletter serve --port 8025[/]
     """
+    from newsletter.web import WebApp, create_server  # Werkzeug and waitress: only `serve` needs them
+
     workspace = current_workspace()
     config = workspace.config
     web_app = WebApp(workspace)
@@ -53,4 +54,6 @@ def form() -> None:
 
     Beispiel: [bold]newsletter form > anmeldeformular.html[/]
     """
+    from newsletter.web import form_snippet
+
     typer.echo(form_snippet(current_workspace()))
