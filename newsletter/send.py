@@ -31,7 +31,7 @@ from newsletter.journal import (
 )
 from newsletter.message import MessageFactory, OutgoingMessage, Recipient
 from newsletter.render import RenderedIssue
-from newsletter.subscribers import BOUNCED, SubscriberStore
+from newsletter.subscribers import ACTIVE, BOUNCED, SubscriberStore
 from newsletter.transport import Delivery, Transport
 from newsletter.workspace import Workspace
 
@@ -208,9 +208,16 @@ class SendRun:
             journal.finish(row.seq, FAILED, delivery.code, delivery.reply)
             self._failed(row, delivery)
             if delivery.no_such_user:
-                self.store.update_status(row.subscriber_id, BOUNCED)
+                self._mark_bounced(row.subscriber_id)
                 with self._state:
                     self.summary_bounced.append(row.email)
+
+    def _mark_bounced(self, subscriber_id: str) -> None:
+        """The mailbox does not exist: never mail it again. Someone who already left stays `unsubscribed`."""
+        with self.store.change() as people:
+            person = people.by_id(subscriber_id)
+            if person is not None and person.status == ACTIVE:
+                people.set_status(person, BOUNCED)
 
     def _failed(self, row: Row, delivery: Delivery) -> None:
         with self._state:

@@ -50,6 +50,8 @@ LABELS = {
     "sent": "gesendet", "pending": "ausstehend", "sending": "wird gesendet", "deferred": "zurückgestellt",
     "failed": "fehlgeschlagen", "unknown": "unklar", "skipped": "übersprungen (abgemeldet)",
 }
+SMTP_ESTIMATE = 20.0  # messages/s a distant provider takes over one connection, for the estimate
+OUTBOX_ESTIMATE = 1000.0  # messages/s into the outbox (benchmarks/README.md)
 ISSUE_ARG = typer.Argument(..., help="Die Ausgabe, z. B. issues/2026-12-innehalten.md", show_default=False)
 
 
@@ -185,6 +187,11 @@ def _print_plan(issue: Issue, count: int, transport: str, rate: float | None, re
     if rate:
         grid.add_row("Tempo", f"höchstens {rate * 3600:.0f} pro Stunde")
         grid.add_row("Dauer etwa", _duration(count / rate))
+    elif transport.startswith("SMTP"):
+        grid.add_row("Tempo", "ohne Grenze ([smtp] rate_limit), so schnell der Server annimmt")
+        grid.add_row("Dauer etwa", f"{_duration(count / SMTP_ESTIMATE)} bei {SMTP_ESTIMATE:.0f} Mails pro Sekunde")
+    else:
+        grid.add_row("Dauer etwa", _duration(count / OUTBOX_ESTIMATE))
     out.print(Panel(grid, title=issue.path.name, title_align="left", border_style="green"))
 
 
