@@ -196,6 +196,8 @@ def _print_plan(issue: Issue, count: int, transport: str, rate: float | None, re
 
 
 def _duration(seconds: float) -> str:
+    if seconds < 1:
+        return "unter einer Sekunde"
     if seconds < 90:
         return f"{seconds:.0f} Sekunden"
     if seconds < 5400:
