@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from newsletter.errors import IssueError
 from newsletter.issue import Issue
 from newsletter.merge import recipient_values
+from newsletter.message import MessageFactory, Recipient, validate_message
 from newsletter.render import RenderedIssue, protect_fields, render_issue
 from newsletter.workspace import Workspace
 
@@ -85,6 +86,13 @@ def check_issue(workspace: Workspace, issue: Issue) -> CheckReport:
     if report.html_bytes >= GMAIL_CLIP_BYTES:
         error(f"HTML ist {report.html_bytes // 1000} KB groß; Gmail kürzt Mails ab etwa 100 KB "
               "und versteckt dann Impressum und Abmeldelink")
+    try:
+        sample = MessageFactory(rendered, config, b"check").build(Recipient("check", "vorschau@example.org", "Vorname"))
+    except ValueError as exc:  # e.g. a sender domain that has no ASCII form
+        error(f"aus dieser Ausgabe lässt sich keine gültige Mail bauen: {exc}")
+    else:
+        for problem in validate_message(sample.data):
+            error(f"die fertige Mail verletzt eine Regel: {problem}")
     if "<mj-" in html:
         error("im HTML stehen noch MJML-Tags (<mj-…>); bitte templates/newsletter.mjml prüfen")
     for src, alt in rendered.images:

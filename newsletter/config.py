@@ -223,6 +223,11 @@ def _validate(config: Config) -> None:
         fail("[imprint] email", f'"{config.imprint.email}" ist keine gültige E-Mail-Adresse')
     if nl.base_url and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", nl.base_url):
         fail("[newsletter] base_url", f'"{nl.base_url}" ist keine Adresse wie "https://example.org"')
+    if not nl.base_url.isascii():  # it goes into the List-Unsubscribe header, which is ASCII only
+        fail("[newsletter] base_url", "bitte ohne Umlaute schreiben, eine Domain mit Umlauten in ihrer "
+                                      "xn--…-Form (so zeigt sie dein Hoster an)")
+    if nl.list_id and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.-]*\.[A-Za-z0-9-]+", nl.list_id):
+        fail("[newsletter] list_id", f'"{nl.list_id}" ist keine Kennung wie "impuls.example.org"')
     if nl.website and not re.fullmatch(r"https?://\S+", nl.website):
         fail("[newsletter] website", f'"{nl.website}" ist keine Adresse wie "https://example.org"')
     if not nl.archive_path.startswith("/") or not nl.archive_path.endswith("/"):

@@ -83,7 +83,8 @@ class SendJournal:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        # timeout: wait for `subscribers forget` scrubbing this journal from another process
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
         self.db.execute("PRAGMA journal_mode=WAL")
         # FULL: a committed `sending` survives even a power cut, so nobody is mailed twice.
         self.db.execute("PRAGMA synchronous=FULL")
@@ -194,11 +195,12 @@ class SendJournal:
                 "UPDATE recipients SET state = ?, updated_at = ? WHERE state = ?",
                 (UNKNOWN, _stamp(), SENDING)).rowcount
 
-    def retry_unknown(self) -> int:
+    def retry(self, state: str) -> int:
+        """Put `unknown` or `failed` rows back to `pending`, when the author asks for it."""
         with self._write():
             return self.db.execute(
-                "UPDATE recipients SET state = ?, updated_at = ? WHERE state = ?",
-                (PENDING, _stamp(), UNKNOWN)).rowcount
+                "UPDATE recipients SET state = ?, attempts = 0, updated_at = ? WHERE state = ?",
+                (PENDING, _stamp(), state)).rowcount
 
     def claim(self, now: float, allowed: frozenset[str] | None = None) -> Row | None:
         """The next due row, marked `sending` and committed before anything goes out.

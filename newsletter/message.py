@@ -14,10 +14,14 @@ import email.policy
 import hashlib
 import hmac
 import html
+import re
 import secrets
 import time
 from dataclasses import dataclass
+from email.header import Header
 from email.utils import formataddr, formatdate
+
+import idna
 
 from newsletter.config import Config
 from newsletter.merge import Slot, recipient_values
@@ -69,16 +73,29 @@ def encode_piece(text: str) -> bytes:
     return _soft_end(_qp(text.replace("\r\n", "\n").replace("\n", "\r\n").encode("utf-8")))
 
 
+def ascii_domain(domain: str) -> str:
+    """A domain as DNS knows it: IDNA 2008 with UTS 46 (straße.de is xn--strae-oqa.de, not strasse.de)."""
+    return domain if domain.isascii() else idna.encode(domain, uts46=True).decode("ascii")
+
+
 def ascii_address(address: str) -> str:
-    """The address as it goes on the wire: an internationalised domain in its IDNA form."""
+    """The address as it goes on the wire: an internationalised domain in its ASCII form."""
     local, _, domain = address.rpartition("@")
-    return address if domain.isascii() else f"{local}@{domain.encode('idna').decode('ascii')}"
+    return f"{local}@{ascii_domain(domain)}"
 
 
-def address_header(name: str, address: str) -> str:
+def encoded_phrase(text: str, header_name: str) -> str:
+    """A display name as a header phrase: plain or quoted when ASCII, else RFC 2047 words of ≤ 75 characters."""
+    if text.isascii() and "=?" not in text:
+        return formataddr((text, "x@x")).rpartition(" <")[0]
+    return Header(text, "utf-8", header_name=header_name).encode(linesep="\r\n")
+
+
+def address_header(name: str, address: str, header_name: str = "To") -> str:
     """`Name <address>`: only the display name is quoted or RFC 2047-encoded, never the address."""
-    value = formataddr((name, ascii_address(address)), charset="utf-8") if name else ascii_address(address)
-    return value.replace("\r\n", "\n").replace("\n", "\r\n")
+    if not name:
+        return ascii_address(address)
+    return f"{encoded_phrase(name, header_name)} <{ascii_address(address)}>"
 
 
 class MessageFactory:
@@ -91,19 +108,19 @@ class MessageFactory:
         self.slots: list[Slot] = rendered.slots
         self.fixed_values = values  # test sends: the same sample values for everybody
         nl = config.newsletter
-        self.domain = nl.from_email.rpartition("@")[2].encode("idna").decode("ascii")
+        self.domain = ascii_domain(nl.from_email.rpartition("@")[2])
         self.envelope_from = ascii_address(nl.from_email)
-        self.slug = rendered.issue.slug
+        self.slug = re.sub(r"[^A-Za-z0-9.-]+", "-", rendered.issue.slug.encode("ascii", "replace").decode())
         self.base_url = config.base_url
         self.mailto = f"mailto:{self.envelope_from}?subject=unsubscribe"
         self.boundary = "=_" + secrets.token_hex(16)
         self._date_cache = (-1, "")
         subject = f"{subject_prefix} {rendered.issue.subject}".strip()
         head = [
-            "From: " + address_header(nl.from_name, nl.from_email),
-            *(["Reply-To: " + address_header("", nl.reply_to)] if nl.reply_to else []),
+            "From: " + address_header(nl.from_name, nl.from_email, "From"),
+            *(["Reply-To: " + address_header("", nl.reply_to, "Reply-To")] if nl.reply_to else []),
             fold("Subject", subject),
-            fold("List-Id", f"{_list_id_phrase(nl.name)} <{config.list_id}>"),
+            f"List-Id: {_list_id_phrase(nl.name)} <{config.list_id}>",
             "List-Unsubscribe-Post: List-Unsubscribe=One-Click",
             "MIME-Version: 1.0",
             f'Content-Type: multipart/alternative; boundary="{self.boundary}"',
@@ -135,7 +152,8 @@ class MessageFactory:
 
     def build(self, recipient: Recipient, date: float | None = None) -> OutgoingMessage:
         unsubscribe = unsubscribe_url(self.base_url, self.secret, recipient.id)
-        values = self.fixed_values or recipient_values(recipient.email, recipient.name)
+        values = self.fixed_values if self.fixed_values is not None else recipient_values(
+            recipient.email, recipient.name)
         values = {**values, "unsubscribe_url": unsubscribe}
         plain = [encode_piece(slot.value(values)) for slot in self.slots]
         escaped = [encode_piece(html.escape(slot.value(values), quote=True)) for slot in self.slots]
@@ -164,8 +182,10 @@ def fold(name: str, value: str) -> str:
 
 
 def _list_id_phrase(name: str) -> str:
-    """The List-Id's human part as a quoted string (fold encodes it if it is not ASCII)."""
-    return '"' + name.replace("\\", "").replace('"', "") + '"'
+    """The List-Id's human part: a quoted string when ASCII, else encoded words (never inside quotes)."""
+    if name.isascii() and "=?" not in name:
+        return '"' + name.replace("\\", "").replace('"', "") + '"'
+    return Header(name, "utf-8", header_name="List-Id").encode(linesep="\r\n")
 
 
 REQUIRED_HEADERS = (b"From", b"To", b"Subject", b"Date", b"Message-ID", b"List-Id",

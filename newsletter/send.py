@@ -39,6 +39,9 @@ DONE, INTERRUPTED, DAILY_LIMIT, PROVIDER_LIMIT, WAITING = (
     "done", "interrupted", "daily_limit", "provider_limit", "waiting")
 
 
+REFUSALS_IN_A_ROW = 3
+
+
 @dataclass(frozen=True)
 class SendOptions:
     rate: float | None = None          # messages per second, None for as fast as the server takes
@@ -73,15 +76,17 @@ class SubscriberWatch:
         self._lock = threading.Lock()
 
     def refresh(self) -> frozenset[str]:
+        """The ids still active. A missing or unreadable file stops the send: it never means "everyone left"."""
         with self._lock:
             try:
                 info = self.store.path.stat()
-                stamp = (info.st_mtime_ns, info.st_size, info.st_ino)
             except FileNotFoundError:
-                stamp = (0, 0, 0)
+                raise NewsletterError(f"{self.store.path}: die Abonnent:innen-Datei fehlt; Versand angehalten, "
+                                      "nichts übersprungen") from None
+            stamp = (info.st_mtime_ns, info.st_size, info.st_ino)
             if stamp != self._stamp:
-                self._stamp = stamp
                 self.active = frozenset(s.id for s in self.store.active())
+                self._stamp = stamp  # only after a good read: a broken file is read (and refused) again
             return self.active
 
 
@@ -114,6 +119,8 @@ class SendRun:
         self.summary_bounced: list[str] = []
         self.delivered = 0
         self.description = ""
+        self._refusals = 0
+        self._last_refusal: tuple[int, str] | None = None
 
     def run(self) -> SendSummary:
         started = time.monotonic()
@@ -172,14 +179,31 @@ class SendRun:
                 transport.close()
 
     def _send_one(self, transport: Transport, row: Row) -> None:
-        message = self.factory.build(Recipient(row.subscriber_id, row.email, row.name))
         try:
+            message = self.factory.build(Recipient(row.subscriber_id, row.email, row.name))
             delivery = transport.deliver(self.factory.envelope_from, message.envelope_to, message.data)
-        except TransportError:
-            # Login, TLS or the sender was refused before any data went out: safe to send later.
+        except (TransportError, ValueError):
+            # Nothing went out (login, TLS, refused sender, a message that cannot be built): send later.
             self.journal.release(row)
             raise
         self._record(row, message, delivery)
+        self._watch_for_refusals(delivery)
+
+    def _watch_for_refusals(self, delivery: Delivery) -> None:
+        """The same permanent refusal for several people in a row is the server's problem, not theirs."""
+        refused = delivery.code >= 500 and not delivery.no_such_user
+        key = (delivery.code, delivery.reply[:12]) if refused else None
+        with self._state:
+            if key is None:
+                self._refusals = 0
+            else:
+                self._refusals = self._refusals + 1 if key == self._last_refusal else 1
+            self._last_refusal = key
+            if self._refusals >= REFUSALS_IN_A_ROW:
+                self.error = TransportError(
+                    f"der Server lehnt {REFUSALS_IN_A_ROW} Empfänger:innen in Folge gleich ab ({delivery.code} "
+                    f"{delivery.reply}); Versand angehalten. Nach dem Beheben: newsletter send … --retry-failed")
+                self.stop.set()
 
     def _record(self, row: Row, message: OutgoingMessage, delivery: Delivery) -> None:
         journal, options = self.journal, self.options
@@ -294,16 +318,31 @@ def plan_send(workspace: Workspace, issue: Issue) -> SendPlan:
     path = journal_path(workspace.journal_dir, issue.slug)
     journal = SendJournal.existing(path)
     if journal is None:
+        _refuse_a_second_send_under_a_new_name(workspace, issue)
         count = sum(1 for _ in SubscriberStore(workspace.subscribers_path).active())
         if count == 0:
             raise NewsletterError("keine aktiven, bestätigten Abonnent:innen; nichts zu senden")
         return SendPlan(issue, report, report.rendered, path, count, None)
     try:
         counts = journal.counts()
-        due = counts[PENDING] + counts[DEFERRED] + counts["sending"]
+        due = counts[PENDING] + counts[DEFERRED]  # rows left `sending` become `unknown`, not resent
         return SendPlan(issue, report, report.rendered, path, due, counts)
     finally:
         journal.close()
+
+
+def _refuse_a_second_send_under_a_new_name(workspace: Workspace, issue: Issue) -> None:
+    """A renamed issue file would start a fresh journal and mail everyone again: refuse that."""
+    for other in sorted(workspace.journal_dir.glob("*.sqlite")):
+        journal = SendJournal(other)
+        try:
+            subject = journal.meta("subject")
+        finally:
+            journal.close()
+        if subject == issue.subject:
+            raise NewsletterError(
+                f"{issue.path.name}: eine Ausgabe mit demselben Betreff wurde schon als „{other.stem}“ versendet. "
+                f"Datei umbenannt? Dann zurück zu issues/{other.stem}.md; sonst bitte den Betreff ändern.")
 
 
 def content_hash(rendered: RenderedIssue) -> str:

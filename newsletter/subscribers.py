@@ -22,7 +22,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import tomli_w
 from email_validator import EmailNotValidError, validate_email
@@ -291,37 +291,25 @@ class SubscriberStore:
 
         A send reads the list several times; at 100,000 people a whole `load()` holds ~300 MB,
         this holds one table. Whatever does not split cleanly into tables (a hand-written
-        multi-line string, a duplicate, a broken record) is left to `load()`, which either
-        reads it after all or raises the error with the right line number.
+        multi-line string, a duplicate, a broken record) goes to the whole-file parse of the
+        same open file (so a concurrent rewrite cannot shift it), which either reads it after
+        all or raises the error with the right line number.
         """
-        yielded = 0
-        try:
-            for subscriber in self._tables():
-                yield subscriber
-                yielded += 1
-        except _NotStreamable:
-            yield from self.load().subscribers[yielded:]
-
-    def _tables(self) -> Iterator[Subscriber]:
         try:
             handle = self.path.open("rb")
         except FileNotFoundError:
             return
         except OSError as exc:
             raise SubscriberError(f"{self.path}: kann nicht gelesen werden ({exc.strerror})") from None
-        seen: set[str] = set()
         with handle:
-            table: list[bytes] = []
-            for line in itertools.chain(handle, [b"[end]"]):
-                if line.lstrip(b" \t").startswith(b"[") and table:
-                    subscriber = _one_table(b"".join(table))
-                    if subscriber is not None:
-                        if subscriber.key in seen:
-                            raise _NotStreamable
-                        seen.add(subscriber.key)
-                        yield subscriber
-                    table = []
-                table.append(line)
+            yielded = 0
+            try:
+                for subscriber in _tables(handle):
+                    yield subscriber
+                    yielded += 1
+            except _NotStreamable:
+                handle.seek(0)
+                yield from parse_subscribers(self.path, handle.read()).subscribers[yielded:]
 
     @contextlib.contextmanager
     def change(self) -> Iterator[SubscriberList]:
@@ -493,6 +481,24 @@ def _suppression_from(path: Path, text: str, table: Any) -> tuple[str, set[str]]
     if hashes and not salt:
         raise error("[suppression] salt fehlt; ohne ihn sind die Prüfwerte wertlos")
     return salt, set(hashes)
+
+
+def _tables(handle: BinaryIO) -> Iterator[Subscriber]:
+    """The subscribers of an open file, one table at a time; _NotStreamable if in doubt."""
+    emails: set[str] = set()
+    ids: set[str] = set()
+    table: list[bytes] = []
+    for line in itertools.chain(handle, [b"[end]"]):
+        if line.lstrip(b" \t").startswith(b"[") and table:
+            subscriber = _one_table(b"".join(table))
+            if subscriber is not None:
+                if subscriber.key in emails or subscriber.id in ids:
+                    raise _NotStreamable
+                emails.add(subscriber.key)
+                ids.add(subscriber.id)
+                yield subscriber
+            table = []
+        table.append(line)
 
 
 class _NotStreamable(Exception):

@@ -23,18 +23,22 @@ from newsletter.errors import TransportError
 
 PASSWORD_ENV = "NEWSLETTER_SMTP_PASSWORD"  # noqa: S105 - the variable's name, not a password
 # Replies that mean "you are sending too much", not "this recipient has a problem".
-LIMIT_REPLY = re.compile(r"rate|limit|too many|quota|exceeded|throttl|4\.7\.0|4\.5\.3|try again later",
-                         re.IGNORECASE)
+LIMIT_REPLY = re.compile(r"rate|limit|too many|exceeded|throttl|4\.7\.0|4\.5\.3|try again later", re.IGNORECASE)
+MAILBOX_FULL = re.compile(r"\b4\.2\.2\b|mailbox full|over quota", re.IGNORECASE)
+# 5.1.1 bad mailbox, 5.1.2 bad domain, 5.1.3 bad syntax, 5.1.6 moved, 5.1.10 null MX (RFC 3463, 7505).
+NO_SUCH_MAILBOX = re.compile(r"\b5\.1\.(1|2|3|6|10)\b")
+SENDER_OR_RELAY = re.compile(r"sender|relay|5\.1\.[78]\b", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
 class Delivery:
-    """The server's answer for one message."""
+    """The server's answer for one message, and at which step it came (connect, mail, rcpt, data)."""
 
     code: int
     reply: str
     accepted: bool = False
     maybe_delivered: bool = False  # the connection broke after the data went out
+    step: str = "data"
 
     @property
     def temporary(self) -> bool:
@@ -42,13 +46,27 @@ class Delivery:
 
     @property
     def no_such_user(self) -> bool:
-        """5.1.x: the mailbox does not exist, the address should be marked bounced."""
-        return self.code >= 500 and (bool(re.search(r"\b5\.1\.\d+\b", self.reply)) or
-                                     (self.code == 550 and "user unknown" in self.reply.lower()))
+        """The mailbox does not exist (5.1.1 and kin): mark the address bounced, never mail it again."""
+        if self.code < 500 or SENDER_OR_RELAY.search(self.reply):
+            return False
+        return bool(NO_SUCH_MAILBOX.search(self.reply)) or (
+            self.code == 550 and bool(re.search(r"user unknown|no such user|mailbox unavailable", self.reply, re.I)))
+
+    @property
+    def sender_refused(self) -> bool:
+        """A 5xx about us, not the recipient (sender or relaying refused): no recipient gets through."""
+        return self.code >= 500 and (self.step == "mail" or bool(SENDER_OR_RELAY.search(self.reply)))
 
     @property
     def provider_limit(self) -> bool:
-        return self.code in (421, 450, 451, 452) and bool(LIMIT_REPLY.search(self.reply))
+        """The provider says "too much for now": pause the run instead of burning through the list.
+
+        Any 4xx before a recipient is named (greeting, MAIL FROM) concerns the whole account; at
+        RCPT or DATA only replies that speak of rates count, never a full mailbox (4.2.2).
+        """
+        if not 400 <= self.code < 500 or MAILBOX_FULL.search(self.reply):
+            return False
+        return self.step in ("connect", "mail") or bool(LIMIT_REPLY.search(self.reply))
 
 
 class Transport(Protocol):
@@ -154,6 +172,10 @@ class SmtpTransport:
         except smtplib.SMTPAuthenticationError as exc:
             raise self._fail(f"Anmeldung abgelehnt ({exc.smtp_code} {_text(exc.smtp_error)}); "
                              "Benutzername und Passwort prüfen") from None
+        except smtplib.SMTPConnectError as exc:
+            if 400 <= exc.smtp_code < 500:  # "421 too many connections": busy, not broken
+                raise _Busy(exc.smtp_code, _text(exc.smtp_error)) from None
+            raise self._fail(f"Verbindung abgelehnt ({exc.smtp_code} {_text(exc.smtp_error)})") from None
         except smtplib.SMTPNotSupportedError:
             raise self._fail("der Server bietet keine Anmeldung (AUTH) an") from None
         except smtplib.SMTPException as exc:
@@ -166,14 +188,19 @@ class SmtpTransport:
     def deliver(self, sender: str, recipient: str, data: bytes) -> Delivery:
         """MAIL, RCPT, DATA on the open connection; one reconnect if the server went away idle."""
         for attempt in (1, 2):
-            conn = self.connection or self.connect()
+            try:
+                conn = self.connection or self.connect()
+            except _Busy as busy:
+                return Delivery(busy.code, busy.reply, step="connect")
             try:
                 return self._transaction(conn, sender, recipient, data)
             except _Disconnected as dropped:
                 self._drop()
                 if dropped.after_data:
                     return Delivery(0, "Verbindung nach dem Senden abgebrochen", maybe_delivered=True)
-                if attempt == 2:
+                if attempt == 2:  # a fresh connection fared no better
+                    if dropped.code:
+                        return Delivery(dropped.code, str(dropped), step="mail")
                     return Delivery(0, f"Verbindung abgebrochen ({dropped})")
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -197,14 +224,15 @@ class SmtpTransport:
         for (code, reply), wanted, step in zip(replies, expected, ("mail", "rcpt", "data"), strict=False):
             if code in wanted:
                 continue
+            if code == 421 and step == "mail":  # closing this connection: try a fresh one first
+                raise _Disconnected(_text(reply), code=code)
             self._abandon(conn, replies)
+            delivery = Delivery(code, _text(reply), step=step)
             if code == 421:
-                if step == "mail":
-                    raise _Disconnected(_text(reply))
                 self._drop()
-            if step == "mail" and code >= 500:
-                raise self._fail(f"Absender {sender} abgelehnt ({code} {_text(reply)})")
-            return Delivery(code, _text(reply))
+            if delivery.sender_refused:
+                raise self._fail(f"Absender {sender} abgelehnt ({code} {delivery.reply})")
+            return delivery
         try:
             conn.send(_dot_stuffed(data) + b".\r\n")
             code, reply = conn.getreply()
@@ -238,10 +266,17 @@ class SmtpTransport:
         self._drop()
 
 
+class _Busy(Exception):
+    def __init__(self, code: int, reply: str) -> None:
+        super().__init__(reply)
+        self.code, self.reply = code, reply
+
+
 class _Disconnected(Exception):
-    def __init__(self, message: str, after_data: bool = False) -> None:
+    def __init__(self, message: str, after_data: bool = False, code: int = 0) -> None:
         super().__init__(message)
         self.after_data = after_data
+        self.code = code
 
 
 def _dot_stuffed(data: bytes) -> bytes:

@@ -12,6 +12,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
+from email.header import decode_header, make_header
 from pathlib import Path
 
 import pytest
@@ -488,3 +489,130 @@ def test_asks_before_sending_in_a_terminal(ws, smtp, mailbox, issue) -> None:
     code, shown = _in_terminal(ws, b"y\n")
     assert code == 0 and "Fertig" in shown
     assert len(mailbox.received) == 2
+
+
+# -- found in review: each of these once mailed someone wrongly or skipped people silently ------
+
+
+def test_missing_subscriber_file_on_resume_stops_instead_of_skipping(ws, runner, smtp, mailbox, issue) -> None:
+    add_people(ws, [(f"p{i}@example.org", "", "active") for i in range(3)])
+    smtp_config(ws, smtp.port, daily_limit=1)
+    assert invoke(runner, "send", str(issue), "--yes").exit_code == 0
+    ws.subscribers_path.rename(ws.subscribers_path.with_suffix(".weg"))
+    db = sqlite3.connect(journal_path(ws.journal_dir, "2026-12-impuls"))
+    db.execute("UPDATE recipients SET sent_at = '2000-01-01T00:00:00+00:00'")  # a day later
+    db.commit()
+    db.close()
+    result = invoke(runner, "send", str(issue), "--yes")
+    assert result.exit_code == 1
+    assert "die Abonnent:innen-Datei fehlt" in result.stderr
+    assert journal_counts(ws)["skipped"] == 0 and journal_counts(ws)["pending"] == 2
+
+
+def test_broken_subscriber_file_on_resume_with_two_connections_skips_nobody(ws, runner, smtp, mailbox,
+                                                                           issue) -> None:
+    add_people(ws, [(f"p{i}@example.org", "", "active") for i in range(40)])
+    smtp_config(ws, smtp.port, connections=2)
+    store = SubscriberStore(ws.subscribers_path)
+    with store.change():
+        pass  # make sure the file exists
+    from newsletter.issue import parse_issue as parse
+    from newsletter.send import open_journal, plan_send
+    open_journal(ws, plan_send(ws, parse(issue))).close()  # frozen, nothing sent yet
+    text = ws.subscribers_path.read_text()
+    ws.subscribers_path.write_text(text.replace('email = "p7@example.org"', 'email = "p3@example.org"'))
+    result = invoke(runner, "send", str(issue), "--yes")
+    assert result.exit_code == 1 and "steht doppelt" in result.stderr
+    ws.subscribers_path.write_text(text)
+    assert invoke(runner, "send", str(issue), "--yes").exit_code == 0
+    assert journal_counts(ws)["sent"] == 40 and journal_counts(ws)["skipped"] == 0
+
+
+def test_sender_rejected_at_rcpt_stops_and_bounces_nobody(ws, runner, smtp, mailbox, issue) -> None:
+    add_people(ws, [(f"p{i}@example.org", "", "active") for i in range(4)])
+    smtp_config(ws, smtp.port)
+    for i in range(4):
+        mailbox.rcpt_replies[f"p{i}@example.org"] = "550 5.1.0 <impuls@praxis.example.org>: Sender address rejected"
+    result = invoke(runner, "send", str(issue), "--yes")
+    assert result.exit_code == 1
+    assert f"127.0.0.1:{smtp.port}: Absender impuls@praxis.example.org abgelehnt (550" in result.stderr
+    assert {s.status for s in SubscriberStore(ws.subscribers_path).load()} == {"active"}
+    assert journal_counts(ws)["pending"] == 4
+
+
+def test_the_same_refusal_three_times_in_a_row_halts_and_retry_failed_resumes(ws, runner, smtp, mailbox,
+                                                                             issue) -> None:
+    people = [(f"p{i}@example.org", "", "active") for i in range(6)]
+    add_people(ws, people)
+    smtp_config(ws, smtp.port)
+    for address, _, _ in people:
+        mailbox.rcpt_replies[address] = "554 5.7.1 Message refused by local policy"
+    result = invoke(runner, "send", str(issue), "--yes")
+    assert result.exit_code == 1 and "3 Empfänger:innen in Folge" in result.stderr
+    counts = journal_counts(ws)
+    assert (counts["failed"], counts["pending"]) == (3, 3)
+    mailbox.rcpt_replies.clear()
+    assert invoke(runner, "send", str(issue), "--yes").exit_code == 0
+    assert journal_counts(ws)["failed"] == 3  # failed stay failed unless the author asks
+    result = invoke(runner, "send", str(issue), "--yes", "--retry-failed")
+    assert result.exit_code == 0, result.output
+    assert Counter(r.rcpt_to[0] for r in mailbox.received) == {p[0]: 1 for p in people}
+
+
+def test_421_at_mail_twice_is_a_provider_limit_not_a_failure(ws, runner, smtp, mailbox, issue) -> None:
+    add_people(ws, [(f"p{i}@example.org", "", "active") for i in range(3)])
+    smtp_config(ws, smtp.port, limit_pause=0.05)
+    mailbox.mail_reply = "421 4.7.0 Try again later, closing connection"
+    result = invoke(runner, "send", str(issue), "--yes")
+    assert result.exit_code == 0
+    assert "Der Anbieter bremst" in result.stdout
+    counts = journal_counts(ws)
+    assert counts["pending"] == 3 and counts["failed"] == counts["deferred"] == 0
+
+
+def test_a_full_mailbox_is_deferred_and_does_not_stop_the_send(ws, runner, smtp, mailbox, issue) -> None:
+    add_people(ws, [(f"p{i}@example.org", "", "active") for i in range(4)])
+    smtp_config(ws, smtp.port, retry_delay=3600)
+    mailbox.rcpt_replies["p1@example.org"] = "452 4.2.2 Mailbox full, over quota"
+    assert invoke(runner, "send", str(issue), "--yes").exit_code == 0
+    counts = journal_counts(ws)
+    assert (counts["sent"], counts["deferred"]) == (3, 1)
+
+
+def test_a_renamed_issue_is_not_sent_again(ws, runner, smtp, mailbox, issue) -> None:
+    add_people(ws, [("a@example.org", "", "active")])
+    smtp_config(ws, smtp.port)
+    assert invoke(runner, "send", str(issue), "--yes").exit_code == 0
+    renamed = issue.rename(issue.with_name("2026-12-impuls-neu.md"))
+    result = invoke(runner, "send", str(renamed), "--yes")
+    assert result.exit_code == 1
+    assert "schon als „2026-12-impuls“ versendet" in result.stderr
+    assert len(mailbox.received) == 1
+
+
+def test_international_domains_umlaut_slugs_and_long_names_stay_correct(ws, runner, smtp, mailbox) -> None:
+    name = "Hans-Jürgen Müller-Lüdenscheidt von Schönhausen-Übermaß 🌱"
+    add_people(ws, [("anna@straße.de", name, "active"), ("ben@example.org", "=?utf-8?q?Fake?=", "active")])
+    smtp_config(ws, smtp.port)
+    path = write_issue(ws, "2026-12-übergänge", "Hallo {{ name }}\n")
+    result = invoke(runner, "send", str(path), "--yes")
+    assert result.exit_code == 0, result.output
+    received = {r.rcpt_to[0]: r for r in mailbox.received}
+    assert set(received) == {"anna@xn--strae-oqa.de", "ben@example.org"}
+    for item in received.values():
+        head = item.data.partition(b"\r\n\r\n")[0]
+        assert head.isascii()
+        assert all(len(word) <= 75 for word in re.findall(rb"=\?[^?]+\?[qQbB]\?[^?]*\?=", head))
+        assert re.fullmatch(r"<[A-Za-z0-9.-]+@praxis\.example\.org>", item.message["Message-ID"])
+    # decode_header joins adjacent encoded words as RFC 2047 says (the policy parser adds a space there)
+    head = received["anna@xn--strae-oqa.de"].data.partition(b"\r\n\r\n")[0].decode()
+    to_value = re.search(r"^To: (.*?)\r\n(?! )", head, re.M | re.S).group(1).replace("\r\n ", " ")
+    assert str(make_header(decode_header(to_value))) == f"{name} <anna@xn--strae-oqa.de>"
+    assert received["ben@example.org"].message["To"].addresses[0].display_name == "=?utf-8?q?Fake?="
+
+
+def test_base_url_with_umlauts_is_a_config_error(ws, runner, issue) -> None:
+    config = ws.root / "newsletter.toml"
+    config.write_text(config.read_text().replace("newsletter.praxis.example.org", "newsletter.bücher.example"))
+    result = invoke(runner, "check", str(issue))
+    assert result.exit_code == 1 and "[newsletter] base_url: bitte ohne Umlaute" in result.stderr

@@ -55,3 +55,11 @@ def test_stream_of_a_broken_file_raises_the_whole_file_error(store: SubscriberSt
 
 def test_stream_of_a_missing_file_is_empty(tmp_path: Path) -> None:
     assert list(SubscriberStore(tmp_path / "nichts.toml").stream()) == []
+
+
+def test_a_duplicate_id_is_refused_not_silently_dropped(store: SubscriberStore) -> None:
+    people = store.load().subscribers
+    text = store.path.read_text().replace(f'id = "{people[5].id}"', f'id = "{people[2].id}"')
+    store.path.write_text(text)
+    with pytest.raises(SubscriberError, match="kommt doppelt vor"):
+        list(store.stream())

@@ -25,7 +25,7 @@ from newsletter.check import check_issue
 from newsletter.cli.app import app, confirm, current_workspace, err, out, print_json
 from newsletter.errors import NewsletterError
 from newsletter.issue import Issue, parse_issue
-from newsletter.journal import STATES, SendJournal, journal_path
+from newsletter.journal import FAILED, STATES, UNKNOWN, SendJournal, journal_path
 from newsletter.message import MessageFactory, Recipient, validate_message
 from newsletter.preview import SAMPLE, recipient_merge_values
 from newsletter.send import (
@@ -63,6 +63,8 @@ def send(
     dry_run: bool = typer.Option(False, "--dry-run", help="Alle Nachrichten bauen und prüfen, nichts senden."),
     retry_unknown: bool = typer.Option(False, "--retry-unknown",
                                        help="Nachrichten in unklarem Zustand erneut senden (evtl. doppelt)."),
+    retry_failed: bool = typer.Option(False, "--retry-failed",
+                                      help="Fehlgeschlagene erneut versuchen (nach einem behobenen Serverproblem)."),
 ) -> None:
     """Sendet eine Ausgabe an alle aktiven, bestätigten Abonnent:innen, genau einmal.
 
@@ -81,15 +83,16 @@ def send(
     if dry_run:
         _dry_run(workspace, plan.rendered)
         return
-    unknown = plan.already.get("unknown", 0) if plan.already else 0
-    if plan.already is not None and plan.to_send == 0 and not (retry_unknown and unknown):
+    already = plan.already or {}
+    again = (already.get("unknown", 0) if retry_unknown else 0) + (already.get("failed", 0) if retry_failed else 0)
+    if plan.already is not None and plan.to_send == 0 and not again:
         out.print(f"[green]✓[/] {parsed.path.name} ist bereits vollständig versendet; nichts zu tun.", soft_wrap=True)
         _print_counts(plan.already)
         return
     transport_factory = _transports(workspace, parsed.slug)
     probe = transport_factory()
     rate = config.smtp.messages_per_second if config.smtp.host else None
-    count = plan.to_send + (unknown if retry_unknown else 0)
+    count = plan.to_send + again
     _print_plan(parsed, count, probe.description, rate, plan.already is not None)
     probe.close()
     if not confirm(f"An {count} Abonnent:innen senden?", yes):
@@ -105,7 +108,9 @@ def send(
                 err.print(f"{recovered} Nachricht(en) waren beim letzten Abbruch mitten im Versand; "
                           "sie gelten als [bold]unklar[/] und werden nicht erneut gesendet.", soft_wrap=True)
             if retry_unknown:
-                journal.retry_unknown()
+                journal.retry(UNKNOWN)
+            if retry_failed:
+                journal.retry(FAILED)
             if journal.meta("content") not in (None, content_hash(plan.rendered)):
                 err.print("[yellow]Hinweis:[/] die Ausgabe wurde seit Versandbeginn geändert; "
                           "die restlichen Empfänger:innen bekommen die neue Fassung.", soft_wrap=True)
