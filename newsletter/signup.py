@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import queue
 import threading
 import time
 from collections import deque
@@ -111,6 +112,7 @@ class Signups:
         web = self.config.web
         self.per_ip = RateLimit(web.signups_per_hour, 3600, clock)
         self.per_address = RateLimit(web.mails_per_address_per_day, DAY, clock)
+        self.outgoing = MailQueue(self._deliver)
 
     @property
     def store(self) -> SubscriberStore:
@@ -150,20 +152,20 @@ class Signups:
                 person = people.add(email, form.name, status=PENDING, source=SOURCE, **details)
             elif person.status == ACTIVE:
                 return SignupResult(RECEIVED)
-            else:  # pending again, or back after leaving: this sign-up's consent is the one to confirm
-                people.set_status(person, PENDING)
+            elif person.status == PENDING:  # a second try: this sign-up's consent is the one to confirm
                 if clean_name(form.name):
                     people.set_name(person, form.name)
                 person.source, person.subscribed_at = SOURCE, now()
-                person.confirmed_at, person.confirm_ip = None, ""
                 for key, value in details.items():
                     setattr(person, key, value)
                 people.changed = True
+            # Someone who left stays left until the mailbox owner confirms: a stranger typing the
+            # address into the form changes nothing but this mail.
             subscriber_id, address = person.id, person.email
         token = make_token(self.secret, subscriber_id, CONFIRM, issued_at=int(self.clock()))
         mail = build_mail(self.workspace, CONFIRM_MAIL, address, {
             "confirm_url": f"{self.config.base_url}/c/{token}", "confirm_days": self.config.web.confirm_days})
-        self._deliver(mail, CONFIRM_MAIL)  # a TransportError goes up: the person should hear it failed
+        self.outgoing.put(mail, CONFIRM_MAIL)  # after the answer: its timing must not tell who is listed
         return SignupResult(RECEIVED)
 
     def _confirmed_id(self, token: str) -> str | None:
@@ -174,21 +176,30 @@ class Signups:
         """What the confirmation page should show; changes nothing (mail scanners open links)."""
         subscriber_id = self._confirmed_id(token)
         person = self.store.load().by_id(subscriber_id) if subscriber_id else None
-        if person is None or person.status not in (PENDING, ACTIVE):
+        if person is None or not _may_confirm(person, token):
             return INVALID
         return DONE if person.status == ACTIVE else ASK
 
     def confirm(self, token: str, ip: str) -> str:
-        """Make a pending sign-up active, with the time and IP of the confirmation; idempotent."""
+        """Make a sign-up active, with the time and IP of the confirmation; idempotent.
+
+        Someone who had left comes back only with a link issued after they left, and with a
+        fresh consent record: this sign-up's time and the consent text as it is now.
+        """
         subscriber_id = self._confirmed_id(token)
         if subscriber_id is None:
             return INVALID
         with self.store.change() as people:
             person = people.by_id(subscriber_id)
-            if person is None or person.status not in (PENDING, ACTIVE):
+            if person is None or not _may_confirm(person, token):
                 return INVALID
             if person.status == ACTIVE:
                 return DONE
+            if person.status != PENDING:
+                person.source, person.subscribed_at = SOURCE, _issued_at(token)
+                person.signup_ip, person.signup_page = "", ""
+                person.consent_text = consent_text(self.config)
+                person.consent_version = self.config.newsletter.consent_version
             person.confirmed_at, person.confirm_ip = now(), ip
             people.set_status(person, ACTIVE)
             email = person.email
@@ -201,7 +212,7 @@ class Signups:
         try:
             leave = unsubscribe_url(self.config.base_url, self.secret, subscriber_id)
             mail = build_mail(self.workspace, WELCOME_MAIL, email, {"unsubscribe_url": leave}, unsubscribe_url=leave)
-            self._deliver(mail, WELCOME_MAIL)
+            self.outgoing.put(mail, WELCOME_MAIL)
         except NewsletterError as exc:
             log.warning("Willkommensmail nicht gesendet: %s", exc)
 
@@ -226,6 +237,47 @@ class Signups:
             transport.close()
         if not delivery.accepted:  # the reply may name the address: log only the code
             log.warning("%s-Mail nicht angenommen (SMTP %s)", kind, delivery.code)
+
+
+class MailQueue:
+    """Sends mails on a thread of its own, after the answer went out; a failure is logged."""
+
+    def __init__(self, deliver: Callable[[Mail, str], None]) -> None:
+        self.deliver = deliver
+        self.queue: queue.Queue[tuple[Mail, str]] = queue.Queue()
+        self.thread = threading.Thread(target=self._run, name="mails", daemon=True)
+        self.thread.start()
+
+    def put(self, mail: Mail, kind: str) -> None:
+        self.queue.put((mail, kind))
+
+    def join(self) -> None:
+        """Wait until every queued mail has been handed over (tests, and `serve` on its way out)."""
+        self.queue.join()
+
+    def _run(self) -> None:
+        while True:
+            mail, kind = self.queue.get()
+            try:
+                self.deliver(mail, kind)
+            except NewsletterError as exc:
+                log.warning("%s-Mail nicht gesendet: %s", kind, exc)
+            except Exception:  # a mail thread must survive anything and keep going
+                log.exception("%s-Mail nicht gesendet", kind)
+            finally:
+                self.queue.task_done()
+
+
+def _issued_at(token: str) -> dt.datetime:
+    return dt.datetime.fromtimestamp(int(token.split(".")[1]), dt.UTC)
+
+
+def _may_confirm(person: Subscriber, token: str) -> bool:
+    """Pending people may confirm; those who left only with a link issued after they left."""
+    if person.status in (PENDING, ACTIVE):
+        return True
+    left = person.unsubscribed_at if person.status == UNSUBSCRIBED else person.bounced_at
+    return left is None or _issued_at(token) >= left
 
 
 def signup_page(value: str) -> str:

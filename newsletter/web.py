@@ -9,12 +9,13 @@ The decisions live in `newsletter.signup`; this module turns HTTP into its calls
 
 from __future__ import annotations
 
+import errno
 import logging
 import re
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
 import waitress
 from werkzeug.exceptions import (
@@ -26,7 +27,7 @@ from werkzeug.exceptions import (
     UnsupportedMediaType,
 )
 from werkzeug.middleware.proxy_fix import ProxyFix
-from werkzeug.routing import Map, Rule
+from werkzeug.routing import Map, RequestRedirect, Rule
 from werkzeug.wrappers import Request, Response
 
 from newsletter.archive import MANIFEST
@@ -63,6 +64,7 @@ def url_map(archive_path: str) -> Map:
         Rule("/subscribe", endpoint="subscribe", methods=["GET", "POST"]),
         Rule("/u/<token>", endpoint="unsubscribe", methods=["GET", "POST"]),
         Rule("/c/<token>", endpoint="confirm", methods=["GET", "POST"]),
+        Rule(archive_path.rstrip("/"), redirect_to=archive_path, methods=["GET"]),  # relative links need the /
         Rule(archive_path, endpoint="archive", defaults={"name": "index.html"}, methods=["GET"]),
         Rule(f"{archive_path}<name>", endpoint="archive", methods=["GET"]),
     ], strict_slashes=False, merge_slashes=False, redirect_defaults=False)
@@ -110,6 +112,9 @@ class WebApp:
         request = LimitedRequest(environ)
         try:
             response = self.dispatch(request)
+        except RequestRedirect as exc:  # /archiv → /archiv/, so the index's relative links work
+            # A path, not a URL: behind the HTTPS proxy, the host and scheme seen here are not the public ones.
+            response = Response(status=308, headers={"Location": urlsplit(exc.new_url).path})
         except HTTPException as exc:
             response = self.error(exc.code or 500)
             if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
@@ -156,7 +161,7 @@ class WebApp:
         return Response("ok\n", mimetype="text/plain")
 
     def subscribe(self, request: Request) -> Response:
-        if request.method == "GET":
+        if request.method != "POST":
             return self.signup_form()
         fields = form_fields(request)
         form = SignupForm(
@@ -180,16 +185,17 @@ class WebApp:
         # One-click (RFC 8058) posts `List-Unsubscribe=One-Click`, the button posts nothing: the
         # signed token is what counts, so the body is not even read.
         signups = self.signups
-        outcome = signups.check_unsubscribe(token) if request.method == "GET" else signups.unsubscribe(token)
+        outcome = signups.unsubscribe(token) if request.method == "POST" else signups.check_unsubscribe(token)
         if outcome == INVALID:
             return self.message("unsubscribe_invalid", 400)
         return self.ask("unsubscribe") if outcome == ASK else self.message("unsubscribed")
 
     def confirm(self, request: Request, token: str) -> Response:
-        if request.method == "GET":
-            outcome = self.signups.check_confirm(token)
-        else:
+        # Only a POST changes anything: GET and the HEAD Werkzeug adds to it are what scanners send.
+        if request.method == "POST":
             outcome = self.signups.confirm(token, request.remote_addr or "")
+        else:
+            outcome = self.signups.check_confirm(token)
         if outcome == INVALID:
             return self.message("confirm_invalid", 400,
                                 link=(self.context["signup_url"], self.context["t"]["signup_again"]))
@@ -247,8 +253,14 @@ def create_server(app: WebApp, host: str, port: int) -> Any:
     X-Forwarded-For is passed through untouched: the app itself decides ([web] trust_proxy)
     whether to believe it, the same under waitress as under any other WSGI server.
     """
-    return waitress.create_server(
-        app, host=host, port=port, threads=4, ident="newsletter", expose_tracebacks=False,
-        max_request_body_size=4 * MAX_BODY, max_request_header_size=16 * 1024, channel_timeout=30,
-        clear_untrusted_proxy_headers=False,
-    )
+    try:
+        return waitress.create_server(
+            app, host=host, port=port, threads=4, ident="newsletter", expose_tracebacks=False,
+            max_request_body_size=4 * MAX_BODY, max_request_header_size=16 * 1024, channel_timeout=30,
+            clear_untrusted_proxy_headers=False,
+        )
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise NewsletterError(f"{host}:{port}: der Port ist schon belegt (läuft `newsletter serve` "
+                                  "schon?); einen anderen mit --port wählen") from None
+        raise NewsletterError(f"{host}:{port}: kann hier nicht lauschen ({exc.strerror})") from None

@@ -79,3 +79,8 @@ def test_web_version_link_of_a_sent_mail_opens_the_page(ws: Workspace, served: W
     assert "max-age" in feed.headers["Cache-Control"]
     again = served.request("GET", "/archiv/feed.xml", headers={"If-None-Match": feed.headers["ETag"]})
     assert again.status == 304 and again.body == b""
+
+
+def test_archive_without_trailing_slash_redirects(ws: Workspace, served: WebServer) -> None:
+    reply = served.request("GET", "/archiv")
+    assert reply.status == 308 and reply.headers["Location"] == "/archiv/"

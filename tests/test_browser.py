@@ -68,6 +68,7 @@ def test_sign_up_confirm_and_unsubscribe_in_a_browser(ws: Workspace, web: WebSer
     bea = people.load().get("bea@example.org")
     assert (bea.status, bea.name, bea.signup_page) == ("pending", "Bea „Bee“ Müller", f"{BASE}/subscribe")
 
+    web.app.signups.outgoing.join()  # the mail goes out after the answer
     confirm = link_in_mail(ws.outbox_dir / "web" / "confirm" / "bea@example.org.eml", "c")
     page.goto(local(web, confirm))
     assert page.locator("h1").inner_text() == "Anmeldung bestätigen"
@@ -79,6 +80,7 @@ def test_sign_up_confirm_and_unsubscribe_in_a_browser(ws: Workspace, web: WebSer
     assert bea.status == "active" and bea.confirmed_at is not None and bea.confirm_ip == "127.0.0.1"
     assert bea.consent_text == "Ja, ich möchte den Newsletter erhalten." and bea.consent_version == "1"
 
+    web.app.signups.outgoing.join()
     leave = link_in_mail(ws.outbox_dir / "web" / "welcome" / "bea@example.org.eml", "u")
     assert leave == unsubscribe_url(BASE, ws.secret(), bea.id)
     page.goto(local(web, leave))

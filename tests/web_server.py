@@ -57,7 +57,9 @@ class WebServer:
             data = body.encode() if isinstance(body, str) else body
             connection.request(method, path, body=data, headers=headers or {})
             response = connection.getresponse()
-            return Reply(response.status, response.msg, response.read())
+            reply = Reply(response.status, response.msg, response.read())
+            self.app.signups.outgoing.join()  # mails go out after the answer; tests read them next
+            return reply
         finally:
             connection.close()
 

@@ -43,6 +43,7 @@ def serve(
         pass
     finally:
         server.close()
+        web_app.signups.outgoing.join()  # confirmation mails already promised still go out
     err.print("Server beendet.")
 
 
