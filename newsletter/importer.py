@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import datetime as dt
 import io
 import json
 import os
@@ -45,6 +46,17 @@ NAME_HEADERS = {"name", "fullname", "vollername", "vollständigername", "anzeige
                 "displayname", "vorundnachname"}
 FIRST_NAME_HEADERS = {"vorname", "firstname", "first", "givenname", "rufname"}
 LAST_NAME_HEADERS = {"nachname", "lastname", "last", "surname", "familienname", "zuname"}
+STATUS_HEADERS = {"status", "memberstatus", "abostatus", "zustand"}
+# What other tools (and this one's own export) call the states; anything else is refused per row.
+STATUS_VALUES = {
+    "active": ACTIVE, "aktiv": ACTIVE, "subscribed": ACTIVE, "confirmed": ACTIVE, "bestätigt": ACTIVE,
+    "pending": PENDING, "unbestätigt": PENDING, "unconfirmed": PENDING,
+    "unsubscribed": UNSUBSCRIBED, "abgemeldet": UNSUBSCRIBED, "unsubscribe": UNSUBSCRIBED,
+    "bounced": BOUNCED, "cleaned": BOUNCED, "unzustellbar": BOUNCED,
+}
+# This tool's own export: these columns are restored as they were (id, so old unsubscribe links work).
+RESTORED = ("id", "source", "subscribed_at", "confirmed_at", "unsubscribed_at", "bounced_at",
+            "consent_version", "consent_text", "signup_ip", "signup_page", "confirm_ip", "note")
 
 SKIP_REASONS = {
     "invalid": "ungültige Adresse",
@@ -52,6 +64,7 @@ SKIP_REASONS = {
     "unsubscribed": "abgemeldet",
     "bounced": "unzustellbar",
     "erased": "gelöscht",
+    "status": "Status unbekannt",
 }
 IMPORT_STATUSES = (PENDING, ACTIVE)
 
@@ -61,6 +74,8 @@ class CsvRow:
     row: int  # the line in the file where the row starts (a header is line 1, as in Excel)
     email: str
     name: str = ""
+    status: str = ""  # the file's own status cell, as written ("" when the file has none)
+    details: dict[str, str] = field(default_factory=dict)  # RESTORED columns of this tool's export
 
 
 @dataclass(frozen=True)
@@ -117,7 +132,7 @@ def read_csv(data: bytes, filename: str = "CSV") -> CsvTable:
                 f"{filename}: keine Spalte mit E-Mail-Adressen gefunden (erwartet eine Überschrift "
                 f"wie „E-Mail“ oder „email“; die erste Zeile ist: {'; '.join(first)[:120]})")
         header, body = None, numbered
-    rows = [_row(number, cells, *columns) for number, cells in body]
+    rows = [_row(number, cells, columns) for number, cells in body]
     return CsvTable(filename=filename, rows=rows, encoding=encoding, delimiter=delimiter,
                     header=header)
 
@@ -175,7 +190,14 @@ def _header_key(cell: str) -> str:
     return re.sub(r"[^a-z0-9äöüß]", "", cell.lower())
 
 
-Columns = tuple[int, int | None, int | None, int | None]  # email, name, first name, last name
+@dataclass(frozen=True)
+class Columns:
+    email: int
+    name: int | None = None
+    first: int | None = None
+    last: int | None = None
+    status: int | None = None
+    restored: dict[str, int] = field(default_factory=dict)
 
 
 def _columns_from_header(cells: list[str]) -> Columns | None:
@@ -191,8 +213,11 @@ def _columns_from_header(cells: list[str]) -> Columns | None:
     email = find(EMAIL_HEADERS, "mail")
     if email is None:
         return None
-    return (email, find(NAME_HEADERS), find(FIRST_NAME_HEADERS, "vorname", "firstname"),
-            find(LAST_NAME_HEADERS, "nachname", "lastname"))
+    raw = [cell.strip().lower() for cell in cells]
+    own_export = {"id", "email", "status", "subscribed_at"} <= set(raw)
+    restored = {name: raw.index(name) for name in RESTORED if name in raw} if own_export else {}
+    return Columns(email, find(NAME_HEADERS), find(FIRST_NAME_HEADERS, "vorname", "firstname"),
+                   find(LAST_NAME_HEADERS, "nachname", "lastname"), find(STATUS_HEADERS), restored)
 
 
 def _columns_without_header(cells: list[str]) -> Columns | None:
@@ -200,21 +225,20 @@ def _columns_without_header(cells: list[str]) -> Columns | None:
     email = next((i for i, cell in enumerate(cells) if "@" in cell), None)
     if email is None:
         return None
-    name = 1 - email if len(cells) == 2 else None
-    return email, name, None, None
+    return Columns(email, 1 - email if len(cells) == 2 else None)
 
 
-def _row(number: int, cells: list[str], email: int, name: int | None, first: int | None,
-         last: int | None) -> CsvRow:
+def _row(number: int, cells: list[str], columns: Columns) -> CsvRow:
     def cell(index: int | None) -> str:
         return cells[index] if index is not None and index < len(cells) else ""
 
-    full = cell(name) or " ".join(part for part in (cell(first), cell(last)) if part)
-    address = cell(email)
+    full = cell(columns.name) or " ".join(part for part in (cell(columns.first), cell(columns.last)) if part)
+    address = cell(columns.email)
     if "<" in address and address.endswith(">"):  # "Anna Müller <anna@example.org>"
         display, address = parseaddr(address)
         full = full or display
-    return CsvRow(row=number, email=address, name=full)
+    details = {name: cell(index).removeprefix("'") for name, index in columns.restored.items() if cell(index)}
+    return CsvRow(row=number, email=address, name=full, status=cell(columns.status), details=details)
 
 
 @dataclass(frozen=True)
@@ -267,7 +291,10 @@ def apply_rows(people: SubscriberList, rows: Iterable[CsvRow], report: ImportRep
     """Sort each row into added, updated, unchanged or skipped, changing `people` in memory.
 
     The list wins over the file: a row fills in a missing name and confirms a pending person
-    when the import is explicitly `active`, but never overwrites or re-activates anyone.
+    when the import is explicitly `active`, but never overwrites or re-activates anyone. A
+    status column is respected: who left in the other tool is stored as having left (so no
+    later import brings them back), who never confirmed stays pending, and someone on the
+    list who left over there is marked as left here too.
     """
     first_seen: dict[str, int] = {}
     for row in rows:
@@ -281,21 +308,57 @@ def apply_rows(people: SubscriberList, rows: Iterable[CsvRow], report: ImportRep
             report.skipped.append(_skip(row.row, row.email, "duplicate", f"wie Zeile {first_seen[key]}"))
             continue
         first_seen[key] = row.row
+        in_file = STATUS_VALUES.get(row.status.strip().lower(), "?") if row.status.strip() else ""
+        if in_file == "?":
+            report.skipped.append(_skip(row.row, address, "status", f"„{row.status}“"))
+            continue
         existing = people.get(address)
         if existing is None:
             if people.is_suppressed(address):
                 report.skipped.append(_skip(row.row, address, "erased"))
             else:
-                people.add(address, row.name, status, source)
-                report.added.append(RowResult(row.row, address))
+                _add(people, address, row, status, in_file, source, report)
         elif existing.status in (UNSUBSCRIBED, BOUNCED):
             report.skipped.append(_skip(row.row, existing.email, existing.status))
+        elif in_file in (UNSUBSCRIBED, BOUNCED):
+            people.set_status(existing, in_file)
+            report.updated.append(RowResult(row.row, existing.email, reason=f"{SKIP_REASONS[in_file]} (laut Datei)"))
         else:
-            _update_existing(people, existing, row, status, report)
+            _update_existing(people, existing, row, PENDING if in_file == PENDING else status, report)
+
+
+def _add(people: SubscriberList, address: str, row: CsvRow, status: str, in_file: str, source: str,
+         report: ImportReport) -> None:
+    """A new person; the stricter of the file's status and the import's wins."""
+    details = _restored(row.details)
+    if in_file in (UNSUBSCRIBED, BOUNCED, PENDING):
+        status = in_file
+    elif in_file == ACTIVE and details.get("confirmed_at"):  # our own export: the consent is on record
+        status = ACTIVE
+    subscriber_id = details.pop("id", None)
+    person = people.add(address, row.name, status, details.pop("source", None) or source,
+                        subscriber_id=subscriber_id, **details)
+    reason = f"{SKIP_REASONS[in_file]} (laut Datei)" if in_file in (UNSUBSCRIBED, BOUNCED) else ""
+    report.added.append(RowResult(row.row, person.email, reason=reason))
+
+
+def _restored(values: dict[str, str]) -> dict[str, Any]:
+    """The columns of this tool's own export as stored values; a damaged cell is left out."""
+    restored: dict[str, Any] = {}
+    for name, value in values.items():
+        if name.endswith("_at"):
+            try:
+                stamp = dt.datetime.fromisoformat(value)
+            except ValueError:
+                continue
+            restored[name] = stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.UTC)
+        else:
+            restored[name] = value
+    return restored
 
 
 def _update_existing(people: SubscriberList, existing: Subscriber, row: CsvRow, status: str,
-                  report: ImportReport) -> None:
+                     report: ImportReport) -> None:
     changes = []
     if row.name and not existing.name and people.set_name(existing, row.name):
         changes.append("Name ergänzt")

@@ -22,6 +22,11 @@ FIELD = re.compile(
     re.VERBOSE,
 )
 SLOT = re.compile(r"NLSLOT(\d+)Q")
+# What is left of {{ … }} after the valid fields are replaced, template tags, and {first_name} with one brace.
+LEFTOVER = re.compile(
+    r"\{\{[^}\n]{0,40}\}?|[^{}\n]{0,40}\}\}|\{%[^%\n]{0,40}%?\}?|"
+    r"\{\s*(?:first_name|last_name|name|email|vorname|nachname|anrede)\s*\}",
+    re.IGNORECASE)
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
@@ -70,7 +75,12 @@ class SlotTable:
             fallback = parsed.group("dq") or parsed.group("sq") or parsed.group("gq") or ""
             return self.token(Slot(name, fallback))
 
-        return ANY_FIELD.sub(replace, text), problems
+        protected = ANY_FIELD.sub(replace, text)
+        for match in LEFTOVER.finditer(protected):  # half a placeholder would reach every reader as is
+            line = protected.count("\n", 0, match.start())
+            problems.append(FieldProblem(line, f"„{match.group(0)}“ sieht nach einem kaputten Platzhalter aus "
+                                               '(so geht es: {{ first_name | default("du") }})'))
+        return protected, problems
 
 
 def split_slots(text: str) -> list[str | int]:

@@ -177,7 +177,7 @@ class SubscriberList:
         return bool(self.suppressed) and self.suppression_hash(email) in self.suppressed
 
     def add(self, email: str, name: str = "", status: str = PENDING, source: str = "", *,
-            allow_erased: bool = False, **details: Any) -> Subscriber:
+            allow_erased: bool = False, subscriber_id: str | None = None, **details: Any) -> Subscriber:
         """Add a new person; SubscriberError if the address is invalid, listed or erased.
 
         An erased address comes back only with allow_erased (the person asked for it
@@ -195,7 +195,9 @@ class SubscriberList:
                     f"{address}: wurde auf Wunsch gelöscht und wird nicht ohne Weiteres "
                     "wieder aufgenommen")
             self.suppressed.discard(self.suppression_hash(address))
-        subscriber = Subscriber(id=new_id(), email=address, name=clean_name(name), status=status,
+        # A restored id (an export moved to a new list) keeps old unsubscribe links working.
+        keep = subscriber_id if subscriber_id and VALID_ID.fullmatch(subscriber_id) else None
+        subscriber = Subscriber(id=keep or new_id(), email=address, name=clean_name(name), status=status,
                                 source=source, **details)
         subscriber.subscribed_at = subscriber.subscribed_at or now()
         while subscriber.id in self._by_id:  # pragma: no cover - 96 random bits

@@ -103,13 +103,21 @@ class Workspace:
         return self._secret
 
     def resolve_issue(self, name: str | Path) -> Path:
-        """Find an issue by path, by file name in issues/, or by name without .md."""
-        given = Path(name)
-        candidates = [given, self.root / given, self.issues_dir / given.name,
-                      self.issues_dir / f"{given.name}.md"]
+        """Find an issue by path, by file name in issues/, or by name without .md.
+
+        It must lie inside this workspace: an issue is sent to the workspace's own list, so a
+        file from another folder (say, with NEWSLETTER_WORKSPACE pointing elsewhere) is refused.
+        """
+        given = Path(name).expanduser()
+        candidates = [given] if given.is_absolute() else [
+            self.root / given, Path.cwd() / given, self.issues_dir / given.name, self.issues_dir / f"{given.name}.md"]
         for candidate in candidates:
             if candidate.is_file():
-                return candidate
+                found = candidate.resolve()
+                if not found.is_relative_to(self.root):
+                    raise NewsletterError(f"{name}: liegt nicht im Arbeitsbereich {self.root}; "
+                                          "dort liegen die Ausgaben für dessen Abonnent:innen")
+                return found
         raise NewsletterError(f"{name}: Ausgabe nicht gefunden (gesucht in {self.issues_dir})")
 
 
@@ -118,6 +126,9 @@ def find_workspace(explicit: Path | None = None) -> Workspace:
     root = (explicit or Path.cwd()).expanduser().resolve()
     if not root.is_dir():
         raise ConfigError(f"{root}: Arbeitsbereich nicht gefunden")
+    if not (root / CONFIG_NAME).is_file():  # never create a subscriber file in a random folder
+        raise ConfigError(f"{root / CONFIG_NAME}: nicht gefunden. Ist das der richtige Ordner? "
+                          "(`newsletter init` legt einen neuen Arbeitsbereich an)")
     return Workspace(root)
 
 

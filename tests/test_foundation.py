@@ -295,3 +295,35 @@ def test_example_workspace_issue_checks_clean(example_workspace: Path, runner) -
     result = invoke(runner, "--workspace", str(example_workspace), "check", "2026-12-innehalten")
     assert result.exit_code == 0, result.output
     assert "Hinweis" not in result.stdout
+
+
+@pytest.mark.parametrize("body", [
+    'Hallo {{ first_name | default("du") },\n',
+    "{% if first_name %}Liebe {{ first_name }}{% endif %}\n",
+    "Hallo {first_name},\n",
+])
+def test_broken_placeholders_are_errors_not_text_for_every_reader(ws: Workspace, runner, body: str) -> None:
+    path = write_issue(ws, "2026-12-kaputt", "Text\n\n" + body)
+    result = invoke(runner, "check", str(path))
+    assert result.exit_code == 1
+    assert f"{path}:9: „" in result.stdout and "kaputten Platzhalter" in result.stdout
+
+
+def test_commands_outside_a_workspace_change_nothing(tmp_path: Path, runner, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    for args in (["subscribers", "add", "a@example.org"], ["subscribers", "list"], ["status"]):
+        result = invoke(runner, *args)
+        assert result.exit_code == 1, args
+        assert "newsletter.toml: nicht gefunden" in result.stderr and "newsletter init" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_issue_from_another_folder_is_not_sent_to_this_list(ws: Workspace, runner, tmp_path: Path,
+                                                               monkeypatch) -> None:
+    other = tmp_path / "anderer"
+    (other / "issues").mkdir(parents=True)
+    (other / "issues" / "t.md").write_text('+++\nsubject = "Fremd"\n+++\nText\n')
+    monkeypatch.chdir(other)
+    monkeypatch.setenv("NEWSLETTER_WORKSPACE", str(ws.root))
+    result = invoke(runner, "check", "issues/t.md")
+    assert result.exit_code == 1 and "liegt nicht im Arbeitsbereich" in result.stderr

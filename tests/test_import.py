@@ -270,3 +270,29 @@ def test_imported_people_appear_in_list(ws: Workspace, runner, tmp_path: Path) -
     records = json.loads(invoke(runner, "subscribers", "list", "--json").stdout)
     assert [(r["email"], r["name"], r["status"]) for r in records] == [
         ("joerg@example.org", "Müller, Jörg", PENDING)]
+
+
+def test_a_status_column_is_respected_never_reactivating_anyone(ws, runner, tmp_path) -> None:
+    """A Mailchimp-style export: who left there is stored as having left, never as active."""
+    with SubscriberStore(ws.subscribers_path).change() as people:
+        people.add("schon@example.org", "Schon Da", "active")
+    csv_file = tmp_path / "mailchimp.csv"
+    csv_file.write_text("Email Address,First Name,Last Name,Member Status\n"
+                        "aktiv@example.org,Ada,Aktiv,subscribed\n"
+                        "weg@example.org,Wim,Weg,unsubscribed\n"
+                        "kaputt@example.org,Kai,Kaputt,cleaned\n"
+                        "offen@example.org,Ole,Offen,pending\n"
+                        "schon@example.org,Schon,Da,unsubscribed\n"
+                        "seltsam@example.org,Sel,Sam,VIP\n", encoding="utf-8")
+    result = invoke(runner, "subscribers", "import", str(csv_file), "--status", "active", "--json")
+    assert result.exit_code == 0, result.output
+    people = SubscriberStore(ws.subscribers_path).load()
+    status = {p.email: p.status for p in people}
+    assert status == {"schon@example.org": "unsubscribed", "aktiv@example.org": "active",
+                      "weg@example.org": "unsubscribed", "kaputt@example.org": "bounced",
+                      "offen@example.org": "pending"}
+    skipped = json.loads(result.stdout)["skipped"]
+    assert [(s["email"], s["reason"]) for s in skipped] == [("seltsam@example.org", "Status unbekannt („VIP“)")]
+    again = invoke(runner, "subscribers", "import", str(csv_file), "--status", "active", "--json")
+    assert {p.email: p.status for p in SubscriberStore(ws.subscribers_path).load()} == status
+    assert again.exit_code == 0
