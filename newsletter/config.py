@@ -134,29 +134,50 @@ def parse_rate(text: str) -> float:
 def load_config(path: Path) -> Config:
     """Read and validate newsletter.toml; raise ConfigError naming file and key."""
     try:
-        raw = path.read_text(encoding="utf-8")
+        raw = path.read_text(encoding="utf-8-sig")  # a BOM from an old Windows editor is fine
     except FileNotFoundError:
         raise ConfigError(
             f"{path}: nicht gefunden. Ist das der richtige Ordner? "
             "(`newsletter init` legt einen neuen Arbeitsbereich an)"
         ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: kann nicht gelesen werden ({exc})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: ist nicht als UTF-8 gespeichert (im Editor „UTF-8“ wählen)") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: kann nicht gelesen werden ({exc.strerror})") from None
     try:
         data = tomllib.loads(raw)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: {toml_error_text(exc)}") from None
+        raise ConfigError(f"{path}: {toml_error_text(exc, source=raw)}") from None
     return config_from_dict(path, data)
 
 
-def toml_error_text(exc: tomllib.TOMLDecodeError, line_offset: int = 0) -> str:
-    """A TOML error as "line N: what", with the line shifted for embedded TOML."""
+# tomllib speaks English; the author gets the common cases in German, with the likely cause.
+TOML_MESSAGES = (
+    ("Invalid value", "ungültiger Wert (Text gehört in gerade Anführungszeichen: \"…\")"),
+    ("Illegal character", "unerlaubtes Zeichen (fehlt ein schließendes Anführungszeichen?)"),
+    ("Unclosed", "nicht geschlossen (fehlt ein Anführungszeichen oder eine Klammer?)"),
+    ("Cannot overwrite a value", "dieser Eintrag steht doppelt"),
+    ("Cannot declare", "dieser Abschnitt steht doppelt"),
+    ("Expected '=' after a key", "nach dem Namen fehlt ein „=“"),
+    ("Invalid statement", "diese Zeile ist nicht lesbar (erwartet: name = \"Wert\")"),
+    ("Invalid initial character for a key part", "ein Name darf so nicht beginnen"),
+)
+TYPOGRAPHIC_QUOTES = "„“”‚‘’«»"
+
+
+def toml_error_text(exc: tomllib.TOMLDecodeError, line_offset: int = 0, source: str = "") -> str:
+    """A TOML error as "Zeile N: what", in German where we know it, shifted for embedded TOML."""
     message = str(exc)
     match = re.search(r"\(at line (\d+), column (\d+)\)", message)
+    what = message[: match.start()].strip() if match else message
+    what = next((german for english, german in TOML_MESSAGES if what.startswith(english)), what)
     if not match:
-        return f"ungültiges TOML: {message}"
-    what = message[: match.start()].strip()
-    return f"Zeile {int(match.group(1)) + line_offset}: ungültiges TOML: {what}"
+        return f"ungültiges TOML: {what}"
+    line = int(match.group(1))
+    lines = source.splitlines()
+    if 0 < line <= len(lines) and any(q in lines[line - 1] for q in TYPOGRAPHIC_QUOTES):
+        what = "typografische Anführungszeichen („…“) statt gerader (\"…\"); die setzt oft die Autokorrektur"
+    return f"Zeile {line + line_offset}: ungültiges TOML: {what}"
 
 
 def config_from_dict(path: Path, data: dict[str, Any]) -> Config:

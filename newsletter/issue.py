@@ -68,7 +68,7 @@ def parse_issue(path: Path) -> Issue:
     try:
         meta = tomllib.loads("\n".join(lines[1:end]))
     except tomllib.TOMLDecodeError as exc:
-        raise IssueError(f"{path}: {toml_error_text(exc, line_offset=1)}") from None
+        raise IssueError(f"{path}: {toml_error_text(exc, line_offset=1, source=chr(10).join(lines[1:end]))}") from None
     _check_meta(path, meta, lines[1:end])
     date = meta.get("date", dt.date.today())
     if isinstance(date, str):

@@ -161,10 +161,11 @@ class Signups:
                 people.changed = True
             # Someone who left stays left until the mailbox owner confirms: a stranger typing the
             # address into the form changes nothing but this mail.
+            if person.status == PENDING:
+                person.invited_at = now()
+                people.changed = True
             subscriber_id, address = person.id, person.email
-        token = make_token(self.secret, subscriber_id, CONFIRM, issued_at=int(self.clock()))
-        mail = build_mail(self.workspace, CONFIRM_MAIL, address, {
-            "confirm_url": f"{self.config.base_url}/c/{token}", "confirm_days": self.config.web.confirm_days})
+        mail = confirmation_mail(self.workspace, self.secret, subscriber_id, address, int(self.clock()))
         self.outgoing.put(mail, CONFIRM_MAIL)  # after the answer: its timing must not tell who is listed
         return SignupResult(RECEIVED)
 
@@ -292,16 +293,68 @@ def signup_page(value: str) -> str:
     return page if page.isprintable() and len(page) <= 500 else ""
 
 
+def confirmation_mail(workspace: Workspace, secret: bytes, subscriber_id: str, address: str,
+                      issued_at: int) -> Mail:
+    """The double opt-in mail: only the confirmation link, no advertising."""
+    config = workspace.config
+    token = make_token(secret, subscriber_id, CONFIRM, issued_at=issued_at)
+    return build_mail(workspace, CONFIRM_MAIL, address, {
+        "confirm_url": f"{config.base_url}/c/{token}", "confirm_days": config.web.confirm_days})
+
+
+def invite_pending(workspace: Workspace, emails: list[str] | None = None) -> list[str]:
+    """Send the confirmation mail to unconfirmed people added by hand or by import.
+
+    Only `pending` people get it (never anyone active, unsubscribed or bounced); `invited_at`
+    records when, so `prune` removes them only once that link has expired unanswered.
+    """
+    store = SubscriberStore(workspace.subscribers_path)
+    secret = workspace.secret()
+    with store.change() as people:
+        if emails:
+            chosen = [people.require(email) for email in emails]
+            for person in chosen:
+                if person.status != PENDING:
+                    raise SubscriberError(f"{person.email}: ist nicht unbestätigt (Status: {person.status}); "
+                                          "eine Bestätigungsmail bekommen nur unbestätigte Personen")
+        else:
+            chosen = [person for person in people if person.status == PENDING]
+        mails = [(person, confirmation_mail(workspace, secret, person.id, person.email, int(time.time())))
+                 for person in chosen]
+        for person, _ in mails:
+            person.invited_at = now()
+        people.changed = people.changed or bool(mails)
+    config = workspace.config
+    transport = make_transport(config.smtp, workspace.outbox_dir / "web" / CONFIRM_MAIL, config.path.parent)
+    sent = []
+    try:
+        for person, mail in mails:
+            delivery = transport.deliver(mail.envelope_from, mail.envelope_to, mail.data)
+            if not delivery.accepted:
+                raise NewsletterError(f"{person.email}: Bestätigungsmail nicht angenommen "
+                                      f"({delivery.code} {delivery.reply}); schon gesendet: {len(sent)}")
+            sent.append(person.email)
+    finally:
+        transport.close()
+    return sent
+
+
+def link_sent_at(person: Subscriber) -> dt.datetime | None:
+    """When this person's confirmation link went out, if one did (older web sign-ups lack invited_at)."""
+    return person.invited_at or (person.subscribed_at if person.source == SOURCE else None)
+
+
 def prune_pending(store: SubscriberStore, max_age: dt.timedelta, at: dt.datetime | None = None,
                   dry_run: bool = False) -> list[Subscriber]:
-    """Remove pending sign-ups older than `max_age` (their link has expired: they never consented).
+    """Remove pending people whose confirmation link expired unanswered: they never consented.
 
-    Pending records without a sign-up time are kept, since their age is unknown. Returns the
-    removed people (or, with dry_run, those that would be removed, leaving the file untouched).
+    Someone added by hand or by import who was never sent a link is kept (see `invite`).
+    Returns the removed people (or, with dry_run, those that would be removed).
     """
     cutoff = (at or now()) - max_age
     with store.change() as people:
-        expired = [p for p in people if p.status == PENDING and p.subscribed_at and p.subscribed_at < cutoff]
+        expired = [p for p in people
+                   if p.status == PENDING and (sent := link_sent_at(p)) is not None and sent < cutoff]
         if not dry_run:
             for person in expired:
                 people.remove(person)

@@ -68,6 +68,7 @@ class Subscriber:
     confirmed_at: dt.datetime | None = None
     unsubscribed_at: dt.datetime | None = None
     bounced_at: dt.datetime | None = None
+    invited_at: dt.datetime | None = None  # when the last confirmation link went out
     consent_version: str = ""
     consent_text: str = ""
     signup_ip: str = ""
@@ -98,7 +99,7 @@ class Subscriber:
 
 FIELD_ORDER = tuple(f.name for f in fields(Subscriber))
 FIELD_NAMES = frozenset(FIELD_ORDER)
-DATE_FIELDS = frozenset({"subscribed_at", "confirmed_at", "unsubscribed_at", "bounced_at"})
+DATE_FIELDS = frozenset({"subscribed_at", "confirmed_at", "unsubscribed_at", "bounced_at", "invited_at"})
 
 
 def new_id() -> str:
@@ -413,13 +414,14 @@ class SubscriberStore:
 
 def parse_subscribers(path: Path, raw: bytes) -> SubscriberList:
     """Parse and validate the file; any problem names the line so a hand edit can be fixed."""
+    text = ""
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")  # a BOM from a hand edit in an old Windows editor is fine
         data = toml_reader.loads(text)
     except UnicodeDecodeError:
-        raise SubscriberError(f"{path}: ist kein UTF-8-Text") from None
+        raise SubscriberError(f"{path}: ist nicht als UTF-8 gespeichert (im Editor „UTF-8“ wählen)") from None
     except toml_reader.TOMLDecodeError as exc:
-        raise SubscriberError(f"{path}: {toml_error_text(exc)}") from None
+        raise SubscriberError(f"{path}: {toml_error_text(exc, source=text)}") from None
     unknown = set(data) - {"subscriber", "suppression"}
     if unknown:
         name = sorted(unknown)[0]

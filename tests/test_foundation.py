@@ -327,3 +327,26 @@ def test_an_issue_from_another_folder_is_not_sent_to_this_list(ws: Workspace, ru
     monkeypatch.setenv("NEWSLETTER_WORKSPACE", str(ws.root))
     result = invoke(runner, "check", "issues/t.md")
     assert result.exit_code == 1 and "liegt nicht im Arbeitsbereich" in result.stderr
+
+
+@pytest.mark.parametrize(("old", "new", "message"), [
+    ('from_name = "Mira Sommerfeld"', "from_name = „Mira Sommerfeld“", "typografische Anführungszeichen"),
+    ('from_name = "Mira Sommerfeld"', 'from_name = "Mira Sommerfeld', "fehlt ein schließendes Anführungszeichen"),
+    ('language = "de"', 'language = "de"\nlanguage = "en"', "dieser Eintrag steht doppelt"),
+])
+def test_toml_mistakes_are_explained_in_german(ws: Workspace, runner, old: str, new: str, message: str) -> None:
+    config = ws.root / "newsletter.toml"
+    config.write_text(config.read_text().replace(old, new, 1))
+    result = invoke(runner, "check", str(write_issue(ws, "2026-12-c", "Text\n")))
+    assert result.exit_code == 1 and message in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_config_with_bom_or_windows_encoding(ws: Workspace, runner) -> None:
+    config = ws.root / "newsletter.toml"
+    text = config.read_text()
+    config.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    path = write_issue(ws, "2026-12-c", "Text\n")
+    assert invoke(runner, "check", str(path)).exit_code == 0
+    config.write_bytes(text.encode("cp1252"))
+    result = invoke(runner, "check", str(path))
+    assert result.exit_code == 1 and "ist nicht als UTF-8 gespeichert" in result.stderr

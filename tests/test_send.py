@@ -464,7 +464,7 @@ def _in_terminal(ws: Workspace, answer: bytes) -> tuple[int, str]:
     os.close(child)
     seen = b""
     deadline = time.monotonic() + 30
-    while b"[y/N]" not in seen:
+    while b"[j/N]" not in seen:
         assert time.monotonic() < deadline, seen.decode(errors="replace")
         seen += os.read(main, 4096)
     os.write(main, answer)
@@ -486,7 +486,7 @@ def test_asks_before_sending_in_a_terminal(ws, smtp, mailbox, issue) -> None:
     code, shown = _in_terminal(ws, b"n\n")
     assert code == 0 and "An 2 Abonnent:innen senden?" in shown and "Nichts gesendet" in shown
     assert mailbox.received == []
-    code, shown = _in_terminal(ws, b"y\n")
+    code, shown = _in_terminal(ws, b"j\n")
     assert code == 0 and "Fertig" in shown
     assert len(mailbox.received) == 2
 

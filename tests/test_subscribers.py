@@ -189,7 +189,7 @@ BROKEN = [
     ("missing email", lambda t: t.replace('email = "ben@example.org"\n', ""), "{line1}: email fehlt"),
     ("suppression without salt", lambda t: t + '\n[suppression]\nhashes = ["abc"]\n', "salt fehlt"),
     ("unknown table", lambda t: t + '\n[[abonnent]]\nemail = "x@example.org"\n', "unbekannter Eintrag „abonnent“"),
-    ("not utf-8", lambda t: t.replace("Anna", "\udcc4nna"), "ist kein UTF-8-Text"),
+    ("not utf-8", lambda t: t.replace("Anna", "\udcc4nna"), "ist nicht als UTF-8 gespeichert"),
 ]
 
 
@@ -499,13 +499,16 @@ def test_stats_counts_by_status_and_month(store: SubscriberStore, runner) -> Non
 def test_prune_removes_only_expired_pending_signups(ws: Workspace, store: SubscriberStore, runner) -> None:
     old = now() - dt.timedelta(days=8)
     with store.change() as people:
-        people.add("alt@example.org", subscribed_at=old)
-        people.add("frisch@example.org")
+        people.add("alt@example.org", subscribed_at=old, source="web")  # link sent at sign-up, expired
+        people.add("frisch@example.org", source="web")
         people.add("aktiv@example.org", status=ACTIVE, subscribed_at=old)
+        people.add("eingeladen@example.org", subscribed_at=old, invited_at=now())  # invited today
+        people.add("von-hand@example.org", subscribed_at=old)  # never sent a link: kept
     would = invoke(runner, "subscribers", "prune", "--dry-run", "--json")
     assert json.loads(would.stdout) == {"dry_run": True, "confirm_days": 7, "removed": ["alt@example.org"]}
     assert store.load().get("alt@example.org") is not None
     result = invoke(runner, "subscribers", "prune")
     assert result.exit_code == 0 and "1 unbestätigte Anmeldung(en) älter als 7 Tage entfernt" in result.stdout
-    assert sorted(p.email for p in store.load()) == ["aktiv@example.org", "frisch@example.org"]
+    assert sorted(p.email for p in store.load()) == ["aktiv@example.org", "eingeladen@example.org",
+                                                     "frisch@example.org", "von-hand@example.org"]
     assert not store.backup_path.exists()  # no copy of the removed sign-up stays behind

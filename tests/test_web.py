@@ -726,3 +726,19 @@ def test_unsubscribes_while_imports_run_lose_nothing(ws: Workspace, web: WebServ
         for i in range(150):
             assert people.get(f"neu{batch}-{i}@example.org").status == "active"
     assert len(people) == 40 + 4 * 150
+
+
+def test_invite_sends_hand_added_people_their_confirmation_link(ws: Workspace, web: WebServer, runner) -> None:
+    with SubscriberStore(ws.subscribers_path).change() as people:
+        people.add("papier@example.org", "Paula Papier", source="Anmeldezettel Praxis")
+        people.add("schon@example.org", status="active")
+    result = invoke(runner, "subscribers", "invite", "--yes")
+    assert result.exit_code == 0, result.output
+    assert "Bestätigungsmail an papier@example.org" in result.stdout and "schon@" not in result.stdout
+    assert sorted(p.name for p in (ws.outbox_dir / "web" / "confirm").iterdir()) == ["papier@example.org.eml"]
+    assert person(ws, "papier@example.org").invited_at is not None
+    web.post_form(link_in(outbox_mail(ws, "confirm", "papier@example.org"), "c"), "")
+    paula = person(ws, "papier@example.org")
+    assert paula.status == "active" and paula.source == "Anmeldezettel Praxis" and paula.confirm_ip
+    refused = invoke(runner, "subscribers", "invite", "schon@example.org", "--yes")
+    assert refused.exit_code == 1 and "ist nicht unbestätigt" in refused.stderr

@@ -89,7 +89,13 @@ def confirm(question: str, yes: bool) -> bool:
         return True
     if not _interactive():
         raise NewsletterError(f"{question} Ohne Terminal frage ich nicht: mit --yes bestätigen.")
-    return typer.confirm(question, default=False)
+    while True:
+        answer = typer.prompt(f"{question} [j/N]", default="", show_default=False).strip().lower()
+        if answer in ("j", "ja", "y", "yes"):
+            return True
+        if answer in ("", "n", "nein", "no"):
+            return False
+        err.print("Bitte mit j (ja) oder n (nein) antworten.")
 
 
 def _interactive() -> bool:

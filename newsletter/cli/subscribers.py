@@ -22,7 +22,7 @@ from newsletter.importer import (
     write_csv,
     write_json,
 )
-from newsletter.signup import prune_pending
+from newsletter.signup import invite_pending, prune_pending
 from newsletter.subscribers import (
     PENDING,
     STATUS_LABELS,
@@ -63,7 +63,8 @@ EMAIL_ARG = typer.Argument(..., help="Die E-Mail-Adresse (Groß-/Kleinschreibung
 FIELD_LABELS = {
     "email": "E-Mail", "name": "Name", "status": "Status", "id": "id", "source": "Quelle",
     "subscribed_at": "angemeldet", "confirmed_at": "bestätigt", "unsubscribed_at": "abgemeldet",
-    "bounced_at": "unzustellbar seit", "consent_version": "Einwilligung (Fassung)",
+    "bounced_at": "unzustellbar seit", "invited_at": "Bestätigungsmail gesendet",
+    "consent_version": "Einwilligung (Fassung)",
     "consent_text": "Einwilligungstext", "signup_ip": "IP bei Anmeldung",
     "signup_page": "Anmeldeseite", "confirm_ip": "IP bei Bestätigung", "note": "Notiz",
 }
@@ -106,7 +107,8 @@ def add(
         return
     out.print(f"Hinzugefügt: {_describe(person)}", soft_wrap=True, markup=False)
     if person.status == PENDING:
-        out.print("Diese Person bekommt Ausgaben erst, wenn ihre Anmeldung bestätigt ist.", soft_wrap=True)
+        out.print(f"Diese Person bekommt Ausgaben erst, wenn sie ihre Anmeldung bestätigt hat. Die "
+                  f"Bestätigungsmail schickt [bold]newsletter subscribers invite {person.email}[/].", soft_wrap=True)
 
 
 @subscribers_app.command("import")
@@ -156,8 +158,8 @@ def _print_report(report: ImportReport, status: str) -> None:
         out.print("\n[yellow]Probelauf: nichts wurde gespeichert.[/]")
     elif report.added and status == PENDING:
         out.print("\nDie neuen Einträge sind unbestätigt (pending) und bekommen noch keine Ausgaben. "
-                  "Nur wenn alle nachweislich eingewilligt haben: mit [bold]--status active[/] importieren.",
-                  soft_wrap=True)
+                  "[bold]newsletter subscribers invite[/] schickt ihnen die Bestätigungsmail. Nur wenn alle "
+                  "nachweislich eingewilligt haben: mit [bold]--status active[/] importieren.", soft_wrap=True)
 
 
 @subscribers_app.command("list")
@@ -308,6 +310,35 @@ def stats(json_output: bool = JSON_OPTION) -> None:
             months.add_row(month, str(count))
         out.print()
         out.print(months)
+
+
+@subscribers_app.command()
+def invite(
+    emails: list[str] = typer.Argument(None, help="Diese Adressen (sonst alle unbestätigten).", show_default=False),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Nicht nachfragen (für Skripte)."),
+) -> None:
+    """Schickt unbestätigten Personen die Bestätigungsmail (Double-Opt-in).
+
+    Für Menschen, die du mit `add` oder `import` eingetragen hast: Erst wenn sie den Link
+    bestätigen, bekommen sie Ausgaben. Wer nach [web] confirm_days Tagen nicht bestätigt hat,
+    wird von `prune` entfernt.
+
+    Beispiel: [bold]newsletter subscribers invite anna@example.org[/]
+    """
+    workspace = current_workspace()
+    people = SubscriberStore(workspace.subscribers_path).load()
+    count = len(emails) if emails else sum(1 for p in people if p.status == PENDING)
+    if count == 0:
+        out.print("Niemand ist unbestätigt; keine Mail gesendet.")
+        return
+    if not confirm(f"Bestätigungsmail an {count} Person(en) senden?", yes):
+        out.print("Nichts gesendet.")
+        raise typer.Exit(1)
+    sent = invite_pending(workspace, emails or None)
+    for email in sent:
+        out.print(Text(f"  Bestätigungsmail an {email}"), soft_wrap=True)
+    out.print(f"{len(sent)} Bestätigungsmail(s) gesendet; der Link gilt "
+              f"{workspace.config.web.confirm_days} Tage.", soft_wrap=True)
 
 
 @subscribers_app.command()
