@@ -22,6 +22,7 @@ from newsletter.errors import NewsletterError
 from newsletter.issue import Issue, parse_issue
 from newsletter.merge import recipient_values
 from newsletter.render import render_issue
+from newsletter.texts import texts
 from newsletter.workspace import Workspace
 
 MANIFEST = ".archive-files"
@@ -34,7 +35,7 @@ MONTHS = {
            "October", "November", "December"],
 }
 PAGE_TEXTS = {
-    "de": {"all_issues": "← Alle Ausgaben", "signup_hint": "Dir gefällt dieser Impuls?",
+    "de": {"all_issues": "← Alle Ausgaben", "signup_hint": "Dir gefällt diese Ausgabe?",
            "signup": "Newsletter abonnieren", "archive": "Archiv", "feed": "Feed abonnieren",
            "intro": "Alle bisherigen Ausgaben zum Nachlesen."},
     "en": {"all_issues": "← All issues", "signup_hint": "Did you like this issue?",
@@ -93,7 +94,8 @@ def build_archive(workspace: Workspace, folder: Path | None = None) -> ArchiveRe
         html, _ = rendered.personalize(recipient_values("", ""))
         files[name] = html.encode("utf-8")
     index = workspace.templates.get_template("archive/index.html").render(
-        newsletter=config.newsletter, t=words, language=language, signup_url=page["signup_url"],
+        newsletter=config.newsletter, t={**texts(language), **words}, language=language,
+        signup_url=page["signup_url"], imprint=config.imprint,
         months=_by_month(issues, language))
     files["index.html"] = index.encode("utf-8")
     files["feed.xml"] = atom_feed(workspace, issues)

@@ -124,11 +124,21 @@ class SendJournal:
         try:
             self.run_lock.acquire(timeout=0)
         except Timeout:
-            raise NewsletterError(f"{self.path.name}: für diese Ausgabe läuft gerade schon ein Versand") from None
+            raise NewsletterError(f"{self.path.stem}: für diese Ausgabe läuft gerade schon ein Versand "
+                                  "(in einem anderen Fenster?)") from None
         try:
             yield
         finally:
             self.run_lock.release()
+
+    def is_running(self) -> bool:
+        """Whether a `send` holds this journal right now (then `sending` rows are in flight)."""
+        try:
+            self.run_lock.acquire(timeout=0)
+        except Timeout:
+            return True
+        self.run_lock.release()
+        return False
 
     # -- metadata -------------------------------------------------------------------------
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from email.utils import formataddr
 
 from newsletter.check import CheckReport, check_issue
 from newsletter.errors import IssueError, SubscriberError
@@ -60,8 +59,8 @@ def build_preview(workspace: Workspace, issue: Issue, as_email: str | None = Non
     nl = workspace.config.newsletter
     return Preview(
         report=report, recipient=person,
-        sender=formataddr((nl.from_name, nl.from_email)) if nl.from_name else nl.from_email,
-        to=formataddr((person.name, person.email)) if person.name else person.email,
+        sender=f"{nl.from_name} <{nl.from_email}>" if nl.from_name else nl.from_email,
+        to=f"{person.name} <{person.email}>" if person.name else person.email,
         html=html, text=text,
         markdown=fill(split_slots(body), table.slots, values, escape=False),
     )

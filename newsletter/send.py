@@ -270,6 +270,7 @@ class SendRun:
         if delay > self.options.max_wait:
             self.halt(WAITING)
             return False
+        self.progress("waiting")
         self.stop.wait(max(0.0, min(delay, 1.0)))
         return True
 
@@ -364,6 +365,8 @@ def open_journal(workspace: Workspace, plan: SendPlan) -> SendJournal:
 
 def options_from(workspace: Workspace) -> SendOptions:
     smtp = workspace.config.smtp
-    return SendOptions(rate=smtp.messages_per_second, daily_limit=smtp.daily_limit,
+    # The outbox is a folder on this computer: no provider to be polite to, no limits.
+    return SendOptions(rate=smtp.messages_per_second if smtp.host else None,
+                       daily_limit=smtp.daily_limit if smtp.host else 0,
                        connections=smtp.connections if smtp.host else 1,
                        retry_delay=smtp.retry_delay, limit_pause=smtp.limit_pause)

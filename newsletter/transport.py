@@ -140,7 +140,8 @@ class SmtpTransport:
         self.context = tls_context(settings, config_dir)
         self.host, self.port = settings.host, settings.effective_port
         self.where = f"{self.host}:{self.port}"
-        self.description = f"SMTP {self.where} ({settings.security})"
+        security = {"starttls": "STARTTLS", "ssl": "SSL/TLS", "none": "unverschlüsselt"}[settings.security]
+        self.description = f"SMTP {self.where} ({security})"
         self.connection: smtplib.SMTP | None = None
 
     def _fail(self, what: str) -> TransportError:

@@ -94,6 +94,8 @@ def send(
     rate = config.smtp.messages_per_second if config.smtp.host else None
     count = plan.to_send + again
     _print_plan(parsed, count, probe.description, rate, plan.already is not None)
+    for finding in plan.report.warnings:
+        out.print(Text.assemble(("Hinweis: ", "yellow"), str(finding)), soft_wrap=True)
     probe.close()
     if not confirm(f"An {count} Abonnent:innen senden?", yes):
         out.print("Nichts gesendet.")
@@ -150,7 +152,8 @@ def _run(workspace: Workspace, journal: SendJournal, rendered, transport_factory
             if state in ("sent", "failed", "unknown"):
                 bar.advance(task)
             else:
-                bar.update(task, description="Pause (Anbieter-Limit)" if state == "pause" else "Versand")
+                bar.update(task, description={"pause": "Pause (Anbieter-Limit)",
+                                              "waiting": "Warte auf Wiederholung"}.get(state, "Versand"))
 
         run = SendRun(journal, factory, transport_factory, SubscriberStore(workspace.subscribers_path),
                       options_from(workspace), workspace.journal_dir, progress=progress)
@@ -304,10 +307,12 @@ def status(
         journal = SendJournal(path)
         try:
             counts = journal.counts()
+            if not journal.is_running():  # left by a run that died: `send` will call them unknown
+                counts["unknown"] += counts.pop("sending")
             rows = journal.rows(("failed", "unknown")) if failed else []
             results.append({
                 "issue": path.stem, "subject": journal.meta("subject") or "", "total": journal.total(),
-                **{state: counts[state] for state in STATES if state != "sending"},
+                **{state: counts[state] for state in STATES if state in counts},
                 **({"problems": [{"email": r.email, "state": r.state, "code": r.last_code,
                                   "reply": r.last_reply} for r in rows]} if failed else {}),
             })
@@ -322,5 +327,5 @@ def status(
         out.print(f"[bold]{result['issue']}[/]  {result['subject']}", soft_wrap=True)
         _print_counts({k: v for k, v in result.items() if k in STATES})
         for problem in result.get("problems", []):
-            out.print(Text(f"  {LABELS[problem['state']]}: {problem['email']} "
-                           f"({problem['code'] or ''} {problem['reply'] or ''})".rstrip()), soft_wrap=True)
+            reply = f" ({problem['code']} {problem['reply'] or ''})".rstrip() if problem["code"] else ""
+            out.print(Text(f"  {LABELS[problem['state']]}: {problem['email']}{reply}"), soft_wrap=True)
