@@ -21,7 +21,7 @@ from newsletter import __version__
 from newsletter.errors import NewsletterError
 from newsletter.issue import Issue, parse_issue
 from newsletter.merge import recipient_values
-from newsletter.render import render_issue
+from newsletter.render import render_issue, with_typography
 from newsletter.texts import texts
 from newsletter.workspace import Workspace
 
@@ -78,7 +78,7 @@ def build_archive(workspace: Workspace, folder: Path | None = None) -> ArchiveRe
     folder = folder or workspace.state_dir / "archive"
     language = config.newsletter.language
     words = PAGE_TEXTS[language]
-    issues = sent_issues(workspace)
+    issues = [with_typography(issue, language) for issue in sent_issues(workspace)]
     page = {**words, "index_url": "index.html", "signup_url": f"{config.base_url}/subscribe"}
     files: dict[str, bytes] = {}
     previous = _read_inputs(folder)

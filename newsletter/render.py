@@ -6,6 +6,7 @@ fills them per recipient without rendering again.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import textwrap
@@ -72,6 +73,18 @@ def protect_fields(issue: Issue) -> tuple[SlotTable, str, list[FieldProblem]]:
     return table, body, problems
 
 
+def typographic(text: str, language: str) -> str:
+    """Straight quotes and -- in subject and preheader as the body gets them: „…“ and –."""
+    opening, closing = QUOTES[language][0], QUOTES[language][1]
+    text = re.sub(r'"([^"\n]+)"', rf"{opening}\1{closing}", text)
+    return re.sub(r"(?<=\s)--(?=\s)", "–", text)
+
+
+def with_typography(issue: Issue, language: str) -> Issue:
+    return dataclasses.replace(issue, subject=typographic(issue.subject, language),
+                               preheader=typographic(issue.preheader, language))
+
+
 def render_issue(workspace: Workspace, issue: Issue, page: dict[str, str] | None = None) -> RenderedIssue:
     """Render the issue's HTML and text once; unknown merge fields are an IssueError.
 
@@ -79,6 +92,7 @@ def render_issue(workspace: Workspace, issue: Issue, page: dict[str, str] | None
     "view in browser" link, but a way back to all issues and a sign-up invitation.
     """
     config = workspace.config
+    issue = with_typography(issue, config.newsletter.language)
     table, body, problems = protect_fields(issue)
     if problems:
         first = problems[0]

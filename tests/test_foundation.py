@@ -350,3 +350,11 @@ def test_config_with_bom_or_windows_encoding(ws: Workspace, runner) -> None:
     config.write_bytes(text.encode("cp1252"))
     result = invoke(runner, "check", str(path))
     assert result.exit_code == 1 and "ist nicht als UTF-8 gespeichert" in result.stderr
+
+
+def test_subject_and_preheader_get_the_same_typography_as_the_body(ws: Workspace) -> None:
+    path = write_issue(ws, "2026-12-t", "Text\n", subject='Über \\"Grenzen\\" -- ein Impuls',
+                       preheader='Was \\"Nein\\" heißt')
+    rendered = render_issue(ws, parse_issue(path))
+    assert rendered.issue.subject == "Über „Grenzen“ – ein Impuls"
+    assert "Was „Nein“ heißt" in rendered.html
