@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 from newsletter.errors import IssueError
@@ -111,8 +110,3 @@ def _line_of(issue: Issue, needle: str) -> str:
         if needle in line:
             return issue.where(index)
     return str(issue.path)
-
-
-def find_links(html: str) -> list[str]:
-    """All href targets in an HTML document, in order, without duplicates."""
-    return list(dict.fromkeys(re.findall(r'href="([^"]+)"', html)))

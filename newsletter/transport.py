@@ -293,8 +293,8 @@ def _text(reply: bytes | str) -> str:
     return (reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply).replace("\n", " ")
 
 
-def make_transport(settings: SmtpSettings, outbox: Path, config_dir: Path) -> Transport:
-    """SMTP when a host is configured, else the outbox."""
+def make_transport(settings: SmtpSettings, outbox: Path, config_dir: Path, password: str | None = None) -> Transport:
+    """SMTP when a host is configured, else the outbox. Pass `password` to ask for it only once."""
     if not settings.host:
         return OutboxTransport(outbox)
-    return SmtpTransport(settings, smtp_password(settings), config_dir)
+    return SmtpTransport(settings, smtp_password(settings) if password is None else password, config_dir)

@@ -239,13 +239,16 @@ def test_missing_password_is_one_clear_line(ws, runner, smtp, mailbox, issue) ->
     assert mailbox.received == []
 
 
-def test_password_command(ws, runner, mailbox, issue) -> None:
+def test_password_command_is_asked_once(ws, runner, mailbox, issue, tmp_path) -> None:
     server = SmtpServer(mailbox, users={"mira": "aus-dem-schluesselbund"}).start()
+    asked = tmp_path / "asked"
     try:
-        add_people(ws, [("a@example.org", "", "active")])
-        smtp_config(ws, server.port, username="mira", password_command="echo aus-dem-schluesselbund")
+        add_people(ws, [(f"p{i}@example.org", "", "active") for i in range(4)])
+        smtp_config(ws, server.port, username="mira", connections=2,
+                    password_command=f"echo gefragt >> {asked}; echo aus-dem-schluesselbund")
         assert invoke(runner, "send", str(issue), "--yes").exit_code == 0
-        assert len(mailbox.received) == 1
+        assert len(mailbox.received) == 4
+        assert asked.read_text() == "gefragt\n"  # a keyring prompt would appear once, not per connection
     finally:
         server.stop()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import typer
 from rich.panel import Panel
@@ -43,7 +43,7 @@ from newsletter.send import (
 )
 from newsletter.subscribers import SubscriberStore, normalize_email
 from newsletter.texts import texts
-from newsletter.transport import make_transport
+from newsletter.transport import Transport, make_transport, smtp_password
 from newsletter.workspace import Workspace
 
 LABELS = {
@@ -132,11 +132,11 @@ def _refresh_archive(workspace: Workspace) -> None:
         err.print(Text.assemble(("Hinweis: ", "yellow"), f"Archiv nicht aktualisiert: {exc}"), soft_wrap=True)
 
 
-def _transports(workspace: Workspace, slug: str):
+def _transports(workspace: Workspace, slug: str) -> Callable[[], Transport]:
+    """One transport per connection; the password (maybe from password_command) is asked for once, now."""
     config = workspace.config
-    outbox = workspace.outbox_dir / slug
-    make_transport(config.smtp, outbox, config.path.parent)  # fails early on a missing password
-    return lambda: make_transport(config.smtp, outbox, config.path.parent)
+    password = smtp_password(config.smtp) if config.smtp.host else ""
+    return lambda: make_transport(config.smtp, workspace.outbox_dir / slug, config.path.parent, password)
 
 
 def _run(workspace: Workspace, journal: SendJournal, rendered, transport_factory) -> SendSummary:
