@@ -146,10 +146,6 @@ class SendJournal:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
 
-    def set_meta(self, key: str, value: str) -> None:
-        with self._write():
-            self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
-
     @property
     def frozen(self) -> bool:
         return self.meta("frozen_at") is not None
