@@ -27,7 +27,7 @@ def erase_traces(state_dir: Path, email: str) -> tuple[int, int]:
                 # Rows not yet sent become `skipped`: an erased person is never mailed.
                 rows += db.execute(
                     "UPDATE recipients SET email = ?, name = '', last_reply = NULL,"
-                    " state = CASE WHEN state IN ('pending', 'deferred') THEN 'skipped' ELSE state END"
+                    " state = CASE WHEN state IN ('pending', 'reserved', 'deferred') THEN 'skipped' ELSE state END"
                     " WHERE lower(email) = lower(?)", (ERASED, email)).rowcount
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # and no copy left in the write-ahead log
         finally:

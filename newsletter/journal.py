@@ -1,11 +1,22 @@
 """The send journal: one SQLite row per recipient of an issue, so a send resumes exactly.
 
-A row is `sending` (committed) before MAIL FROM and `sent` only after the server's 250 to
+A row goes `pending` → `reserved` → `sending` → `sent` (or `deferred`, `failed`, `unknown`,
+`skipped`). `sending` is committed before MAIL FROM, `sent` only after the server's 250 to
 DATA. Rows found in `sending` when a run starts belong to a run that died mid-message; they
 become `unknown` and are resent only when the author asks, so nobody gets a copy twice.
 
-Every commit is an fsync (synchronous=FULL), and a send commits once per message: the outcome
-of one message is written in the same transaction that claims the next one.
+Durable without waiting for the disk: commits survive a killed process (synchronous=NORMAL),
+and once per message one commit also waits for the disk (an fsync) -- the one that reserves
+the worker's next row, made while the current message's data is on its way and before the
+final "." that lets the server accept it. The fsync overlaps the network, and it makes every
+earlier commit durable, this message's `sending` included. So after
+
+- kill -9 or a crash: every commit is there. `sending` becomes `unknown`; `reserved` goes
+  back to `pending` (its MAIL FROM never went out: `sending` is committed before it).
+- a power cut: the commits since the last fsync may be gone. A message whose `sending` is
+  gone never got its final "." (that waits for the fsync), so the server dropped it:
+  `reserved` → `pending` is right. A message whose `sent` is gone shows `sending` and
+  becomes `unknown`. Either way nobody is mailed twice.
 """
 
 from __future__ import annotations
@@ -23,9 +34,9 @@ from filelock import FileLock, Timeout
 
 from newsletter.errors import NewsletterError
 
-PENDING, SENDING, SENT = "pending", "sending", "sent"
+PENDING, RESERVED, SENDING, SENT = "pending", "reserved", "sending", "sent"
 DEFERRED, FAILED, UNKNOWN, SKIPPED = "deferred", "failed", "unknown", "skipped"
-STATES = (PENDING, SENDING, SENT, DEFERRED, FAILED, UNKNOWN, SKIPPED)
+STATES = (PENDING, SENDING, SENT, DEFERRED, FAILED, UNKNOWN, SKIPPED)  # `reserved` counts as pending
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -43,7 +54,10 @@ CREATE TABLE IF NOT EXISTS recipients (
     updated_at TEXT,
     sent_at TEXT
 );
-CREATE INDEX IF NOT EXISTS recipients_state ON recipients (state, seq);
+-- No index on every row's state: a change of state then writes the row's page alone, and
+-- fewer pages make a faster fsync. Pending rows are found by walking seq (see _next_due).
+DROP INDEX IF EXISTS recipients_state;
+CREATE INDEX IF NOT EXISTS recipients_deferred ON recipients (seq) WHERE state = 'deferred';
 """
 ROW_SELECT = ("SELECT seq, subscriber_id, email, name, state, attempts, last_code, last_reply,"
               " message_id, next_attempt_at, sent_at FROM recipients")
@@ -83,11 +97,11 @@ class SendJournal:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        self._walked = 0  # no pending row below this seq that this journal has not handed out
         # timeout: wait for `subscribers forget` scrubbing this journal from another process
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
         self.db.execute("PRAGMA journal_mode=WAL")
-        # FULL: a committed `sending` survives even a power cut, so nobody is mailed twice.
-        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.execute("PRAGMA synchronous=NORMAL")  # durable writes ask for FULL (module docstring)
         self.db.executescript(SCHEMA)
         self.run_lock = FileLock(str(path) + ".lock")
 
@@ -100,23 +114,39 @@ class SendJournal:
         self.db.close()
 
     def flush(self) -> None:
-        """Commit an outcome that `finish` left for the next claim to commit."""
-        with self._lock:
-            if self.db.in_transaction:
-                self.db.execute("COMMIT")
+        """Make durable an outcome that `finish` left for a `start` that never came."""
+        if self.db.in_transaction:
+            with self._write():
+                pass
 
     @contextlib.contextmanager
-    def _write(self, commit: bool = True) -> Iterator[None]:
-        """One change under the lock, in the open transaction if `finish` left one (it then
-        commits with this change: one fsync for both), else in a new one."""
+    def _write(self, durable: bool = True, commit: bool = True) -> Iterator[None]:
+        """One change under the lock.
+
+        durable: its own transaction, committed with an fsync that makes every earlier commit
+        durable too. Otherwise it joins the transaction `finish` left open (one commit for the
+        outcome and the next `start`) and commits without waiting for the disk, or, with
+        commit=False, leaves it open for the next write.
+        """
         with self._lock:
-            if not self.db.in_transaction:
-                self.db.execute("BEGIN IMMEDIATE")
-            try:
-                yield
-            finally:
-                if commit:
+            if durable:
+                if self.db.in_transaction:
                     self.db.execute("COMMIT")
+                self.db.execute("PRAGMA synchronous=FULL")  # not allowed inside a transaction
+            try:
+                if not self.db.in_transaction:
+                    self.db.execute("BEGIN IMMEDIATE")
+                changes = self.db.total_changes
+                try:
+                    yield
+                finally:
+                    if durable and self.db.total_changes == changes:  # nothing written: nothing to fsync
+                        self.db.execute("INSERT OR REPLACE INTO meta VALUES ('synced_at', ?)", (_stamp(),))
+                    if commit:
+                        self.db.execute("COMMIT")
+            finally:
+                if durable:
+                    self.db.execute("PRAGMA synchronous=NORMAL")
 
     @contextlib.contextmanager
     def running(self) -> Iterator[None]:
@@ -156,6 +186,7 @@ class SendJournal:
         with self._lock:
             if self.meta("frozen_at") is not None:
                 raise NewsletterError(f"{self.path}: die Empfängerliste steht schon fest")
+            self.db.execute("PRAGMA synchronous=FULL")
             self.db.execute("BEGIN IMMEDIATE")
             try:
                 self.db.executemany(
@@ -169,6 +200,8 @@ class SendJournal:
             except BaseException:
                 self.db.execute("ROLLBACK")
                 raise
+            finally:
+                self.db.execute("PRAGMA synchronous=NORMAL")
         return self.total()
 
     # -- reading --------------------------------------------------------------------------
@@ -179,7 +212,7 @@ class SendJournal:
     def counts(self) -> dict[str, int]:
         counts = dict.fromkeys(STATES, 0)
         for state, count in self.db.execute("SELECT state, COUNT(*) FROM recipients GROUP BY state"):
-            counts[state] = count
+            counts[PENDING if state == RESERVED else state] += count
         return counts
 
     def rows(self, states: Iterable[str]) -> list[Row]:
@@ -195,8 +228,10 @@ class SendJournal:
     # -- changing -------------------------------------------------------------------------
 
     def recover(self) -> int:
-        """Rows a dead run left in `sending` become `unknown`: maybe delivered, maybe not."""
+        """After a dead run: `sending` becomes `unknown` (maybe delivered, maybe not), and a
+        `reserved` row, which no MAIL FROM was sent for, is due again."""
         with self._write():
+            self.db.execute("UPDATE recipients SET state = ? WHERE state = ?", (PENDING, RESERVED))
             return self.db.execute(
                 "UPDATE recipients SET state = ?, updated_at = ? WHERE state = ?",
                 (UNKNOWN, _stamp(), SENDING)).rowcount
@@ -208,56 +243,77 @@ class SendJournal:
                 "UPDATE recipients SET state = ?, attempts = 0, updated_at = ? WHERE state = ?",
                 (PENDING, _stamp(), state)).rowcount
 
-    def claim(self, now: float, allowed: frozenset[str] | None = None) -> Row | None:
-        """The next due row, marked `sending` and committed before anything goes out.
+    def reserve(self, now: float) -> Row | None:
+        """The next due row, held for one worker, in a commit that waits for the disk.
 
-        Rows whose subscriber is not in `allowed` (left, bounced or erased since the list was
-        frozen) become `skipped` instead. The same commit makes the previous `finish` durable.
+        A worker calls this while its current message's data is on its way, before the final
+        ".": the fsync then costs no time, and it makes that message's `sending` durable.
         """
         with self._write():
-            while True:
-                values = self._next_due(now)
-                if values is None:
-                    return None
-                row = Row(*values)
-                if allowed is not None and row.subscriber_id not in allowed:
-                    self.db.execute("UPDATE recipients SET state = ?, updated_at = ? WHERE seq = ?",
-                                    (SKIPPED, _stamp(), row.seq))
-                    continue
-                self.db.execute(
-                    "UPDATE recipients SET state = ?, attempts = attempts + 1, updated_at = ? WHERE seq = ?",
-                    (SENDING, _stamp(), row.seq))
-                return row
+            values = self._next_due(now)
+            if values is None:
+                return None
+            self.db.execute("UPDATE recipients SET state = ?, updated_at = ? WHERE seq = ?",
+                            (RESERVED, _stamp(), values[0]))
+            return Row(*values)
+
+    def start(self, row: Row, allowed: frozenset[str] | None = None) -> bool:
+        """Mark a reserved row `sending`, committed (with the previous `finish`) before MAIL FROM.
+
+        False if it must not go out: its subscriber is not in `allowed` (left, bounced or erased
+        since the list was frozen; the row becomes `skipped`), or it is no longer reserved
+        (`subscribers forget` scrubbed it meanwhile).
+        """
+        with self._write(durable=False):
+            if allowed is not None and row.subscriber_id not in allowed:
+                self.db.execute("UPDATE recipients SET state = ?, updated_at = ? WHERE seq = ? AND state = ?",
+                                (SKIPPED, _stamp(), row.seq, RESERVED))
+                return False
+            return self.db.execute(
+                "UPDATE recipients SET state = ?, attempts = attempts + 1, updated_at = ?"
+                " WHERE seq = ? AND state = ?", (SENDING, _stamp(), row.seq, RESERVED)).rowcount == 1
 
     def _next_due(self, now: float) -> tuple | None:
         """The lowest seq that is pending or a deferred row due by `now`.
 
-        Two index searches: a single `state = ? OR (state = ? AND …)` query made SQLite collect
-        and sort every pending row on each claim, quadratic over a whole send.
+        Rows are handed out in seq order, so the walk for a pending row goes on after the last
+        one handed out (a released row moves it back) instead of keeping an index of states up
+        to date; deferred rows have a small index of their own. Before saying "nothing left" it
+        walks once more from the start, so a pending row is never overlooked.
         """
-        pending = self.db.execute(f"{ROW_SELECT} WHERE state = ? ORDER BY seq LIMIT 1", (PENDING,)).fetchone()
         due = self.db.execute(f"{ROW_SELECT} WHERE state = ? AND next_attempt_at <= ? ORDER BY seq LIMIT 1",
                               (DEFERRED, now)).fetchone()
-        if pending is None or (due is not None and due[0] < pending[0]):
-            return due
-        return pending
+        for after in dict.fromkeys((self._walked, 0)):
+            pending = self.db.execute(f"{ROW_SELECT} WHERE seq > ? AND state = ? ORDER BY seq LIMIT 1",
+                                      (after, PENDING)).fetchone()
+            if pending is not None:
+                if due is not None and due[0] < pending[0]:
+                    return due
+                self._walked = pending[0]
+                return pending
+        return due
 
     def release(self, row: Row) -> None:
-        """Give a claimed row back untouched: nothing was sent for it."""
+        """Give a reserved or started row back untouched: nothing was sent for it.
+
+        A row `subscribers forget` made `skipped` meanwhile stays skipped.
+        """
         with self._write():
-            self.db.execute("UPDATE recipients SET state = ?, attempts = ?, updated_at = ? WHERE seq = ?",
-                            (row.state, row.attempts, _stamp(), row.seq))
+            self.db.execute("UPDATE recipients SET state = ?, attempts = ?, updated_at = ?"
+                            " WHERE seq = ? AND state IN (?, ?)",
+                            (row.state, row.attempts, _stamp(), row.seq, RESERVED, SENDING))
+            self._walked = min(self._walked, row.seq - 1)
 
     def finish(self, seq: int, state: str, code: int | None = None, reply: str | None = None,
                message_id: str | None = None, next_attempt_at: float | None = None) -> None:
         """Record the outcome of one attempt; `sent` gets its timestamp for the daily limit.
 
-        Committed by the next write: normally the worker's next `claim`, so the outcome and the
-        next `sending` share one fsync; at the end by `flush` or `close`. A run that dies before
+        Committed by the next write: normally the worker's next `start`, so the outcome and the
+        next `sending` share one commit; at the end by `flush` or `close`. A run that dies before
         that leaves this row `sending`, which the next run reports as `unknown` -- just as a death
         between the server's 250 and a commit of its own would.
         """
-        with self._write(commit=False):
+        with self._write(durable=False, commit=False):
             self.db.execute(
                 "UPDATE recipients SET state = ?, last_code = ?, last_reply = ?,"
                 " message_id = COALESCE(?, message_id), next_attempt_at = ?, updated_at = ?,"

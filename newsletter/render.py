@@ -105,7 +105,8 @@ def render_issue(workspace: Workspace, issue: Issue, page: dict[str, str] | None
     context = {**template_context(config, issue, unsubscribe, web_url), "page": page}
     body_html = md.renderer.render(tokens, md.options, {})
     # The author's own Markdown, rendered by markdown-it: trusted like the template itself.
-    html = mjml_to_html(workspace, {**context, "body_html": markupsafe.Markup(body_html)})  # noqa: S704
+    html = mjml_to_html(workspace, {**context, "body_html": markupsafe.Markup(body_html)},  # noqa: S704
+                        inline=page is None)
     plain = PlainText(config.newsletter.language)
     body_text = plain.render(tree)
     text = workspace.templates.get_template("newsletter.txt").render(
@@ -136,14 +137,17 @@ def template_context(config: Config, issue: Issue, unsubscribe_url: str, web_url
     }
 
 
-def mjml_to_html(workspace: Workspace, context: dict) -> str:
-    """Jinja2 → MJML → HTML, then premailer inlines the CSS the way email clients need it."""
+def mjml_to_html(workspace: Workspace, context: dict, inline: bool = True) -> str:
+    """Jinja2 → MJML → HTML, then premailer inlines the CSS the way email clients need it.
+
+    A web page (inline=False) keeps its <style> block as it is: browsers need no inlining.
+    """
     mjml_source = workspace.templates.get_template("newsletter.mjml").render(**context)
     try:
         html = mjml2html(mjml_source, fonts={})
     except Exception as exc:  # noqa: BLE001 - mjml-python raises plain exceptions
         raise IssueError(f"templates/newsletter.mjml: MJML-Fehler: {exc}") from None
-    return inline_css(html)
+    return inline_css(html) if inline else html
 
 
 def inline_css(html: str) -> str:

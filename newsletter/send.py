@@ -66,24 +66,44 @@ class SendSummary:
     recovered_unknown: int = 0
 
 
+def file_stamp(path: Path) -> tuple[int, int, int]:
+    """Which version of a file this is: an atomic rewrite changes at least one of these."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise NewsletterError(f"{path}: die Abonnent:innen-Datei fehlt; Versand angehalten, "
+                              "nichts übersprungen") from None
+    return (info.st_mtime_ns, info.st_size, info.st_ino)
+
+
+@dataclass(frozen=True)
+class Audience:
+    """The active, confirmed subscribers (id, email, name) as one version of the file has them."""
+
+    stamp: tuple[int, int, int] | None  # None: there is no subscriber file
+    people: list[tuple[str, str, str]]
+
+
+def read_audience(store: SubscriberStore) -> Audience:
+    if not store.path.exists():
+        return Audience(None, [])
+    stamp = file_stamp(store.path)  # before reading: a rewrite meanwhile only means one more read later
+    return Audience(stamp, [(s.id, s.email, s.name) for s in store.active()])
+
+
 class SubscriberWatch:
     """Who may still be mailed: re-read whenever the subscriber file changes during a send."""
 
-    def __init__(self, store: SubscriberStore) -> None:
+    def __init__(self, store: SubscriberStore, audience: Audience | None = None) -> None:
         self.store = store
-        self._stamp: tuple[int, int] | None = None
-        self.active: frozenset[str] = frozenset()
+        self._stamp: tuple[int, int, int] | None = audience.stamp if audience else None
+        self.active: frozenset[str] = frozenset(p[0] for p in audience.people) if audience else frozenset()
         self._lock = threading.Lock()
 
     def refresh(self) -> frozenset[str]:
         """The ids still active. A missing or unreadable file stops the send: it never means "everyone left"."""
         with self._lock:
-            try:
-                info = self.store.path.stat()
-            except FileNotFoundError:
-                raise NewsletterError(f"{self.store.path}: die Abonnent:innen-Datei fehlt; Versand angehalten, "
-                                      "nichts übersprungen") from None
-            stamp = (info.st_mtime_ns, info.st_size, info.st_ino)
+            stamp = file_stamp(self.store.path)
             if stamp != self._stamp:
                 self.active = frozenset(s.id for s in self.store.active())
                 self._stamp = stamp  # only after a good read: a broken file is read (and refused) again
@@ -97,12 +117,12 @@ class SendRun:
                  transports: Callable[[], Transport], store: SubscriberStore,
                  options: SendOptions, journal_dir: Path,
                  progress: Callable[[str], None] = lambda state: None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, audience: Audience | None = None) -> None:
         self.journal = journal
         self.factory = factory
         self.transports = transports
         self.store = store
-        self.watch = SubscriberWatch(store)
+        self.watch = SubscriberWatch(store, audience)  # the list just frozen need not be read again
         self.options = options
         self.journal_dir = journal_dir
         self.progress = progress
@@ -155,39 +175,69 @@ class SendRun:
     def _worker(self) -> None:
         transport = self.transports()
         self.description = transport.description
+        held: Row | None = None  # reserved for this worker's next message, not started yet
         try:
             while not self.stop.is_set():
-                row = self.journal.claim(self.clock(), self.watch.refresh())
-                if row is None:
-                    if not self._wait_for_retry():
-                        return
-                    continue
-                if self.options.daily_limit and self._daily_limit_reached(row):
+                if held is None:
+                    held = self.journal.reserve(self.clock())
+                    if held is None:
+                        if not self._wait_for_retry():
+                            return
+                        continue
+                if self.options.daily_limit and self._daily_limit_reached():
                     return
                 self._wait_for_slot()
                 if self.stop.is_set():
-                    self.journal.release(row)
                     return
-                self._send_one(transport, row)
+                row, held = held, None
+                held = self._send_one(transport, row)
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread, which re-raises
             self.error = exc
             self.halt(INTERRUPTED)
         finally:
             try:
-                self.journal.flush()  # the last outcome, which no further claim commits
+                if held is not None:
+                    self.journal.release(held)
+                self.journal.flush()  # the last outcome, which no further start commits
             finally:
                 transport.close()
 
-    def _send_one(self, transport: Transport, row: Row) -> None:
+    def _send_one(self, transport: Transport, row: Row) -> Row | None:
+        """Send one reserved row; returns the row reserved for the next message meanwhile.
+
+        That reservation waits for the disk (an fsync, see journal.py). The transport makes it
+        once the data is out and before the final ".", while the server reads the data: the
+        server can accept the message only once its `sending` is durable, and the fsync
+        overlaps the network.
+        """
+        following: list[Row | None] = []
+
+        def before_end() -> None:
+            if not following:
+                following.append(self.journal.reserve(self.clock()))
+
         try:
             message = self.factory.build(Recipient(row.subscriber_id, row.email, row.name))
-            delivery = transport.deliver(self.factory.envelope_from, message.envelope_to, message.data)
-        except (TransportError, ValueError):
-            # Nothing went out (login, TLS, refused sender, a message that cannot be built): send later.
+            allowed = self.watch.refresh()  # who left since the last message is skipped from now on
+        except BaseException:
             self.journal.release(row)
+            raise
+        if not self.journal.start(row, allowed):
+            return None
+        try:
+            delivery = transport.deliver(self.factory.envelope_from, message.envelope_to, message.data,
+                                         before_end)
+        except BaseException as exc:
+            if isinstance(exc, TransportError | ValueError):
+                # Nothing went out (login, TLS, refused sender, an address smtplib cannot write).
+                self.journal.release(row)
+            for reserved in following:
+                if reserved is not None:
+                    self.journal.release(reserved)
             raise
         self._record(row, message, delivery)
         self._watch_for_refusals(delivery)
+        return following[0] if following else None
 
     def _watch_for_refusals(self, delivery: Delivery) -> None:
         """The same permanent refusal for several people in a row is the server's problem, not theirs."""
@@ -285,11 +335,10 @@ class SendRun:
         self.progress("pause")
         self.stop.wait(self.options.limit_pause)
 
-    def _daily_limit_reached(self, row: Row) -> bool:
+    def _daily_limit_reached(self) -> bool:
         with self._state:
             reached = self.sent_today >= self.options.daily_limit
         if reached:
-            self.journal.release(row)
             self.halt(DAILY_LIMIT)
         return reached
 
@@ -307,7 +356,7 @@ class SendPlan:
     journal_path: Path
     to_send: int
     already: dict[str, int] | None  # counts of an existing journal, None for a first run
-    recovered_unknown: int = 0
+    audience: Audience | None = None  # first run: who it goes to, read once for plan, journal and watch
 
 
 def plan_send(workspace: Workspace, issue: Issue) -> SendPlan:
@@ -320,10 +369,10 @@ def plan_send(workspace: Workspace, issue: Issue) -> SendPlan:
     journal = SendJournal.existing(path)
     if journal is None:
         _refuse_a_second_send_under_a_new_name(workspace, issue)
-        count = sum(1 for _ in SubscriberStore(workspace.subscribers_path).active())
-        if count == 0:
+        audience = read_audience(SubscriberStore(workspace.subscribers_path))
+        if not audience.people:
             raise NewsletterError("keine aktiven, bestätigten Abonnent:innen; nichts zu senden")
-        return SendPlan(issue, report, report.rendered, path, count, None)
+        return SendPlan(issue, report, report.rendered, path, len(audience.people), None, audience)
     try:
         counts = journal.counts()
         due = counts[PENDING] + counts[DEFERRED]  # rows left `sending` become `unknown`, not resent
@@ -354,8 +403,10 @@ def open_journal(workspace: Workspace, plan: SendPlan) -> SendJournal:
     """Open the issue's journal, freezing today's active subscribers on the first run."""
     journal = SendJournal(plan.journal_path)
     if not journal.frozen:
-        people = ((s.id, s.email, s.name) for s in SubscriberStore(workspace.subscribers_path).active())
-        journal.freeze(people, {
+        store = SubscriberStore(workspace.subscribers_path)
+        if plan.audience is None or file_stamp(store.path) != plan.audience.stamp:  # changed since the plan
+            plan.audience = read_audience(store)
+        journal.freeze(plan.audience.people, {
             "issue": str(plan.issue.path.name), "subject": plan.issue.subject,
             "content": content_hash(plan.rendered),
             "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

@@ -11,9 +11,11 @@ import contextlib
 import os
 import re
 import smtplib
+import socket
 import ssl
 import subprocess
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -70,9 +72,13 @@ class Delivery:
 
 
 class Transport(Protocol):
+    """`deliver` calls `before_end` once the data is out and before the message is complete (the
+    final "." or the outbox file's rename): the moment a send journal makes its state durable."""
+
     description: str
 
-    def deliver(self, sender: str, recipient: str, data: bytes) -> Delivery: ...
+    def deliver(self, sender: str, recipient: str, data: bytes,
+                before_end: Callable[[], None] | None = None) -> Delivery: ...
 
     def close(self) -> None: ...
 
@@ -85,13 +91,16 @@ class OutboxTransport:
         self.description = f"Postausgang {folder}"
         self.count = 0
 
-    def deliver(self, sender: str, recipient: str, data: bytes) -> Delivery:
+    def deliver(self, sender: str, recipient: str, data: bytes,
+                before_end: Callable[[], None] | None = None) -> Delivery:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.count += 1
         target = self.folder / outbox_name(recipient)
         fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".", suffix=".tmp")
         with os.fdopen(fd, "wb") as handle:  # whole file or none: never a torn message
             handle.write(data)
+        if before_end is not None:
+            before_end()
         os.replace(tmp, target)
         return Delivery(250, f"gespeichert als {target.name}", accepted=True)
 
@@ -165,6 +174,9 @@ class SmtpTransport:
                 conn.ehlo()
             if s.username:
                 conn.login(s.username, self.password)
+            # Commands, data and the final "." go out as separate writes: never hold one back
+            # waiting for the server's acknowledgement of the last (Nagle's algorithm).
+            conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except ssl.SSLCertVerificationError as exc:
             raise self._fail(f"TLS-Zertifikat nicht vertrauenswürdig ({exc.verify_message}); "
                              "für eine eigene CA [smtp] tls_ca_file setzen") from None
@@ -186,7 +198,8 @@ class SmtpTransport:
         self.connection = conn
         return conn
 
-    def deliver(self, sender: str, recipient: str, data: bytes) -> Delivery:
+    def deliver(self, sender: str, recipient: str, data: bytes,
+                before_end: Callable[[], None] | None = None) -> Delivery:
         """MAIL, RCPT, DATA on the open connection; one reconnect if the server went away idle."""
         for attempt in (1, 2):
             try:
@@ -194,7 +207,7 @@ class SmtpTransport:
             except _Busy as busy:
                 return Delivery(busy.code, busy.reply, step="connect")
             try:
-                return self._transaction(conn, sender, recipient, data)
+                return self._transaction(conn, sender, recipient, data, before_end)
             except _Disconnected as dropped:
                 self._drop()
                 if dropped.after_data:
@@ -205,7 +218,8 @@ class SmtpTransport:
                     return Delivery(0, f"Verbindung abgebrochen ({dropped})")
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _transaction(self, conn: smtplib.SMTP, sender: str, recipient: str, data: bytes) -> Delivery:
+    def _transaction(self, conn: smtplib.SMTP, sender: str, recipient: str, data: bytes,
+                     before_end: Callable[[], None] | None) -> Delivery:
         """MAIL, RCPT and DATA; pipelined (RFC 2920) when the server offers it: two round trips, not four."""
         commands = (f"MAIL FROM:<{sender}>", f"RCPT TO:<{recipient}>", "DATA")
         expected = ((250,), (250, 251), (354,))
@@ -235,10 +249,20 @@ class SmtpTransport:
                 raise self._fail(f"Absender {sender} abgelehnt ({code} {delivery.reply})")
             return delivery
         try:
-            conn.send(_dot_stuffed(data) + b".\r\n")
+            conn.send(_dot_stuffed(data))
+        except (smtplib.SMTPServerDisconnected, OSError) as exc:
+            raise _Disconnected(str(exc)) from None  # without the final "." no server delivers it
+        if before_end is not None:
+            try:
+                before_end()  # while the server reads the data
+            except BaseException:
+                self._drop()  # mid-DATA: this connection cannot carry another message
+                raise
+        try:
+            conn.send(b".\r\n")
             code, reply = conn.getreply()
         except (smtplib.SMTPServerDisconnected, OSError) as exc:
-            # The data may have reached the server: never count it as safe to resend.
+            # The message may have reached the server: never count it as safe to resend.
             raise _Disconnected(str(exc), after_data=True) from None
         if code == 421:
             self._drop()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from newsletter.journal import DEFERRED, SENT, SendJournal
+from newsletter.erasure import erase_traces
+from newsletter.journal import DEFERRED, SENT, Row, SendJournal
 
 
 def frozen_journal(path: Path, people: int) -> SendJournal:
@@ -13,36 +14,75 @@ def frozen_journal(path: Path, people: int) -> SendJournal:
     return journal
 
 
-def test_claim_takes_the_lowest_due_row_pending_or_deferred(tmp_path: Path) -> None:
+def claim(journal: SendJournal, now: float) -> Row | None:
+    """Reserve and start the next row, as a worker does."""
+    row = journal.reserve(now)
+    assert row is None or journal.start(row)
+    return row
+
+
+def test_the_next_row_is_the_lowest_due_pending_or_deferred(tmp_path: Path) -> None:
     journal = frozen_journal(tmp_path / "j.sqlite", 4)
-    first = journal.claim(100.0)
+    first = claim(journal, 100.0)
     assert first is not None and first.seq == 1
     journal.finish(first.seq, DEFERRED, 451, "greylisted", next_attempt_at=200.0)
-    second = journal.claim(100.0)
+    second = claim(journal, 100.0)
     assert second is not None and second.seq == 2  # the deferred row is not due yet
     journal.finish(second.seq, SENT, 250, "ok")
-    again = journal.claim(300.0)
+    again = claim(journal, 300.0)
     assert again is not None and (again.seq, again.attempts) == (1, 1)  # due now, and before row 3
     journal.finish(again.seq, SENT, 250, "ok")
-    assert [journal.claim(300.0).seq for _ in range(2)] == [3, 4]
-    assert journal.claim(300.0) is None
+    assert [claim(journal, 300.0).seq for _ in range(2)] == [3, 4]
+    assert claim(journal, 300.0) is None
     journal.close()
 
 
-def test_an_outcome_is_durable_with_the_next_claim_or_on_close(tmp_path: Path) -> None:
+def test_what_a_killed_run_leaves_is_committed_at_each_step(tmp_path: Path) -> None:
     path = tmp_path / "j.sqlite"
     journal = frozen_journal(path, 3)
-    other = SendJournal(path)  # another connection sees what a crash would leave behind
+    other = SendJournal(path)  # another connection sees what a kill -9 would leave behind
+
+    def states() -> list[str]:
+        return [state for (state,) in other.db.execute("SELECT state FROM recipients ORDER BY seq")]
+
     try:
-        row = journal.claim(0.0)
-        assert row is not None
-        assert other.counts()["sending"] == 1  # committed before anything goes out
-        journal.finish(row.seq, SENT, 250, "ok", "<m1@example.org>")
-        assert other.counts()["sending"] == 1  # a death now: `unknown`, never resent
-        journal.claim(0.0)
-        assert (other.counts()["sent"], other.counts()["sending"]) == (1, 1)  # one commit for both
-        journal.finish(2, SENT, 250, "ok", "<m2@example.org>")
-        journal.close()
-        assert (other.counts()["sent"], other.counts()["sending"]) == (2, 0)
+        first = journal.reserve(0.0)
+        assert first is not None and states() == ["reserved", "pending", "pending"]
+        assert journal.start(first)
+        assert states() == ["sending", "pending", "pending"]  # committed before MAIL FROM
+        second = journal.reserve(0.0)  # while the first message's data is on its way
+        assert second is not None and states() == ["sending", "reserved", "pending"]
+        journal.finish(first.seq, SENT, 250, "ok", "<m1@example.org>")
+        assert states() == ["sending", "reserved", "pending"]  # a death now: `unknown`, never resent
+        assert journal.start(second)
+        assert states() == ["sent", "sending", "pending"]  # the outcome and the next start: one commit
+        third = journal.reserve(0.0)
+        assert third is not None and states() == ["sent", "sending", "reserved"]
+        journal.close()  # the worker died here: recovery decides
+        recovered = SendJournal(path)
+        assert recovered.recover() == 1
+        assert [s for (s,) in recovered.db.execute("SELECT state FROM recipients ORDER BY seq")] == [
+            "sent", "unknown", "pending"]  # `reserved` never saw a MAIL FROM: due again
+        assert recovered.counts()["pending"] == 1
+        recovered.close()
     finally:
         other.close()
+
+
+def test_a_row_erased_while_reserved_is_not_started(tmp_path: Path) -> None:
+    journal = frozen_journal(tmp_path / "journal" / "x.sqlite", 2)
+    row = journal.reserve(0.0)
+    assert row is not None
+    assert erase_traces(tmp_path, "p0@example.org") == (1, 0)  # `subscribers forget`, meanwhile
+    assert not journal.start(row)
+    journal.release(row)  # the worker gives it back: it stays skipped
+    assert journal.counts()["skipped"] == 1
+    journal.close()
+
+
+def test_someone_who_left_is_skipped_at_start(tmp_path: Path) -> None:
+    journal = frozen_journal(tmp_path / "j.sqlite", 2)
+    row = journal.reserve(0.0)
+    assert row is not None and not journal.start(row, frozenset({"id1"}))
+    assert (journal.counts()["skipped"], journal.counts()["sending"]) == (1, 0)
+    journal.close()

@@ -360,6 +360,32 @@ def test_outbox_is_the_default_and_says_so(ws, runner, issue) -> None:
     assert all(f.read_bytes().isascii() for f in files)
 
 
+def test_the_journal_waits_for_the_disk_before_the_server_can_accept(ws, runner, smtp, mailbox, issue) -> None:
+    """When the final "." arrives, the message's row is `sending` and the next row `reserved`: the
+    commit that waits for the disk came before the server could accept the message."""
+    add_people(ws, [(f"p{i}@example.org", "", "active") for i in range(4)])
+    smtp_config(ws, smtp.port)
+    path = journal_path(ws.journal_dir, "2026-12-impuls")
+    seen: list[tuple[str, dict[str, str]]] = []
+    original = mailbox.handle_DATA
+
+    async def look_at_the_journal(server, session, envelope):
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            seen.append((envelope.rcpt_tos[0], dict(db.execute("SELECT email, state FROM recipients"))))
+        finally:
+            db.close()
+        return await original(server, session, envelope)
+
+    mailbox.handle_DATA = look_at_the_journal
+    assert invoke(runner, "send", str(issue), "--yes").exit_code == 0
+    assert [address for address, _ in seen] == [f"p{i}@example.org" for i in range(4)]
+    for i, (_, states) in enumerate(seen):
+        expected = ["sent"] * i + ["sending"] + ["reserved"] * (i < 3) + ["pending"] * max(0, 2 - i)
+        assert [states[f"p{n}@example.org"] for n in range(4)] == expected, i
+    assert journal_counts(ws)["sent"] == 4
+
+
 def test_someone_who_unsubscribes_during_a_send_is_skipped(ws, runner, smtp, mailbox, issue) -> None:
     add_people(ws, [(f"p{i}@example.org", "", "active") for i in range(3)])
     smtp_config(ws, smtp.port)

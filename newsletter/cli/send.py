@@ -34,6 +34,7 @@ from newsletter.send import (
     INTERRUPTED,
     PROVIDER_LIMIT,
     WAITING,
+    Audience,
     SendRun,
     SendSummary,
     content_hash,
@@ -116,7 +117,7 @@ def send(
             if journal.meta("content") not in (None, content_hash(plan.rendered)):
                 err.print("[yellow]Hinweis:[/] die Ausgabe wurde seit Versandbeginn geändert; "
                           "die restlichen Empfänger:innen bekommen die neue Fassung.", soft_wrap=True)
-            summary = _run(workspace, journal, plan.rendered, transport_factory)
+            summary = _run(workspace, journal, plan.rendered, transport_factory, plan.audience)
     finally:
         journal.close()
     _print_summary(parsed, summary)
@@ -139,7 +140,8 @@ def _transports(workspace: Workspace, slug: str) -> Callable[[], Transport]:
     return lambda: make_transport(config.smtp, workspace.outbox_dir / slug, config.path.parent, password)
 
 
-def _run(workspace: Workspace, journal: SendJournal, rendered, transport_factory) -> SendSummary:
+def _run(workspace: Workspace, journal: SendJournal, rendered, transport_factory,
+         audience: Audience | None) -> SendSummary:
     factory = MessageFactory(rendered, workspace.config, workspace.secret())
     total = journal.total()
     done = total - sum(journal.counts()[s] for s in ("pending", "deferred"))
@@ -156,7 +158,7 @@ def _run(workspace: Workspace, journal: SendJournal, rendered, transport_factory
                                               "waiting": "Warte auf Wiederholung"}.get(state, "Versand"))
 
         run = SendRun(journal, factory, transport_factory, SubscriberStore(workspace.subscribers_path),
-                      options_from(workspace), workspace.journal_dir, progress=progress)
+                      options_from(workspace), workspace.journal_dir, progress=progress, audience=audience)
         with _stop_on_ctrl_c(run):
             return run.run()
 
