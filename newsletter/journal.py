@@ -103,6 +103,9 @@ class SendJournal:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")  # durable writes ask for FULL (module docstring)
         self.db.executescript(SCHEMA)
+        # Only this journal's own `finish` makes rows deferred; until then no need to look for them.
+        self._deferred = self.db.execute(
+            "SELECT EXISTS (SELECT 1 FROM recipients WHERE state = ?)", (DEFERRED,)).fetchone()[0] == 1
         self.run_lock = FileLock(str(path) + ".lock")
 
     @classmethod
@@ -281,17 +284,17 @@ class SendJournal:
         to date; deferred rows have a small index of their own. Before saying "nothing left" it
         walks once more from the start, so a pending row is never overlooked.
         """
-        due = self.db.execute(f"{ROW_SELECT} WHERE state = ? AND next_attempt_at <= ? ORDER BY seq LIMIT 1",
-                              (DEFERRED, now)).fetchone()
+        due = self._deferred and self.db.execute(
+            f"{ROW_SELECT} WHERE state = ? AND next_attempt_at <= ? ORDER BY seq LIMIT 1", (DEFERRED, now)).fetchone()
         for after in dict.fromkeys((self._walked, 0)):
             pending = self.db.execute(f"{ROW_SELECT} WHERE seq > ? AND state = ? ORDER BY seq LIMIT 1",
                                       (after, PENDING)).fetchone()
             if pending is not None:
-                if due is not None and due[0] < pending[0]:
+                if due and due[0] < pending[0]:
                     return due
                 self._walked = pending[0]
                 return pending
-        return due
+        return due or None
 
     def release(self, row: Row) -> None:
         """Give a reserved or started row back untouched: nothing was sent for it.
@@ -303,6 +306,7 @@ class SendJournal:
                             " WHERE seq = ? AND state IN (?, ?)",
                             (row.state, row.attempts, _stamp(), row.seq, RESERVED, SENDING))
             self._walked = min(self._walked, row.seq - 1)
+            self._deferred = self._deferred or row.state == DEFERRED
 
     def finish(self, seq: int, state: str, code: int | None = None, reply: str | None = None,
                message_id: str | None = None, next_attempt_at: float | None = None) -> None:
@@ -313,6 +317,7 @@ class SendJournal:
         that leaves this row `sending`, which the next run reports as `unknown` -- just as a death
         between the server's 250 and a commit of its own would.
         """
+        self._deferred = self._deferred or state == DEFERRED
         with self._write(durable=False, commit=False):
             self.db.execute(
                 "UPDATE recipients SET state = ?, last_code = ?, last_reply = ?,"
