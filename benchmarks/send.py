@@ -153,6 +153,14 @@ def recipients(workspace: Workspace) -> list[Recipient]:
 # -- processes ----------------------------------------------------------------------------------
 
 
+def compile_checkout() -> None:
+    """Byte-compile this checkout's package (into its git-ignored __pycache__), as `pip install`
+    does for an installed copy. The runs import it via PYTHONPATH; without bytecode, and with
+    PYTHONDONTWRITEBYTECODE set as in many containers, each run would compile all of it again,
+    about 0.1 s no author's installation pays."""
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "newsletter")], check=True)
+
+
 def clean_env(workspace: Workspace | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
     env.update(COLUMNS="100", PYTHONPATH=str(REPO))  # this checkout's code, whatever is installed
@@ -494,6 +502,7 @@ def main() -> None:
         return
     count = args.count or (100_000 if args.outbox else 5_000)
     folder = Path(tempfile.mkdtemp(prefix="newsletter-bench-"))
+    compile_checkout()
     try:
         started = time.perf_counter()
         workspace = make_workspace(folder / "workspace", count)

@@ -29,7 +29,7 @@ from newsletter.journal import (
     journal_path,
     sent_today,
 )
-from newsletter.message import MessageFactory, OutgoingMessage, Recipient
+from newsletter.message import MessageFactory, Recipient, ascii_address
 from newsletter.render import RenderedIssue
 from newsletter.subscribers import ACTIVE, BOUNCED, SubscriberStore
 from newsletter.transport import Delivery, Transport
@@ -208,7 +208,8 @@ class SendRun:
         That reservation waits for the disk (an fsync, see journal.py). The transport makes it
         once the data is out and before the final ".", while the server reads the data: the
         server can accept the message only once its `sending` is durable, and the fsync
-        overlaps the network.
+        overlaps the network. The message itself is built while the server answers MAIL, RCPT
+        and DATA.
         """
         following: list[Row | None] = []
 
@@ -216,8 +217,9 @@ class SendRun:
             if not following:
                 following.append(self.journal.reserve(self.clock()))
 
+        recipient = Recipient(row.subscriber_id, row.email, row.name)
         try:
-            message = self.factory.build(Recipient(row.subscriber_id, row.email, row.name))
+            envelope_to = ascii_address(row.email)
             allowed = self.watch.refresh()  # who left since the last message is skipped from now on
         except BaseException:
             self.journal.release(row)
@@ -225,17 +227,17 @@ class SendRun:
         if not self.journal.start(row, allowed):
             return None
         try:
-            delivery = transport.deliver(self.factory.envelope_from, message.envelope_to, message.data,
-                                         before_end)
+            delivery = transport.deliver(self.factory.envelope_from, envelope_to,
+                                         lambda: self.factory.build(recipient).data, before_end)
         except BaseException as exc:
             if isinstance(exc, TransportError | ValueError):
-                # Nothing went out (login, TLS, refused sender, an address smtplib cannot write).
+                # Nothing went out (login, TLS, refused sender, a message that cannot be built).
                 self.journal.release(row)
             for reserved in following:
                 if reserved is not None:
                     self.journal.release(reserved)
             raise
-        self._record(row, message, delivery)
+        self._record(row, self.factory.message_id(recipient), delivery)
         self._watch_for_refusals(delivery)
         return following[0] if following else None
 
@@ -255,16 +257,16 @@ class SendRun:
                     f"{delivery.reply}); Versand angehalten. Nach dem Beheben: newsletter send … --retry-failed")
                 self.stop.set()
 
-    def _record(self, row: Row, message: OutgoingMessage, delivery: Delivery) -> None:
+    def _record(self, row: Row, message_id: str, delivery: Delivery) -> None:
         journal, options = self.journal, self.options
         if delivery.accepted:
-            journal.finish(row.seq, SENT, delivery.code, delivery.reply, message.message_id)
+            journal.finish(row.seq, SENT, delivery.code, delivery.reply, message_id)
             with self._state:
                 self.delivered += 1
                 self.sent_today += 1
             self.progress(SENT)
         elif delivery.maybe_delivered:
-            journal.finish(row.seq, UNKNOWN, delivery.code, delivery.reply, message.message_id)
+            journal.finish(row.seq, UNKNOWN, delivery.code, delivery.reply, message_id)
             self.progress(UNKNOWN)
         elif delivery.provider_limit:
             journal.release(row)

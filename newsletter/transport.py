@@ -8,6 +8,7 @@ sender, unreachable server) raise TransportError naming host:port.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import smtplib
@@ -71,13 +72,16 @@ class Delivery:
         return self.step in ("connect", "mail") or bool(LIMIT_REPLY.search(self.reply))
 
 
+Data = bytes | Callable[[], bytes]  # the message, or how to build it while the server answers MAIL/RCPT
+
+
 class Transport(Protocol):
     """`deliver` calls `before_end` once the data is out and before the message is complete (the
     final "." or the outbox file's rename): the moment a send journal makes its state durable."""
 
     description: str
 
-    def deliver(self, sender: str, recipient: str, data: bytes,
+    def deliver(self, sender: str, recipient: str, data: Data,
                 before_end: Callable[[], None] | None = None) -> Delivery: ...
 
     def close(self) -> None: ...
@@ -91,8 +95,9 @@ class OutboxTransport:
         self.description = f"Postausgang {folder}"
         self.count = 0
 
-    def deliver(self, sender: str, recipient: str, data: bytes,
+    def deliver(self, sender: str, recipient: str, data: Data,
                 before_end: Callable[[], None] | None = None) -> Delivery:
+        data = data() if callable(data) else data
         self.folder.mkdir(parents=True, exist_ok=True)
         self.count += 1
         target = self.folder / outbox_name(recipient)
@@ -198,16 +203,17 @@ class SmtpTransport:
         self.connection = conn
         return conn
 
-    def deliver(self, sender: str, recipient: str, data: bytes,
+    def deliver(self, sender: str, recipient: str, data: Data,
                 before_end: Callable[[], None] | None = None) -> Delivery:
         """MAIL, RCPT, DATA on the open connection; one reconnect if the server went away idle."""
+        body = functools.cache(data) if callable(data) else lambda: data  # built once, even on a retry
         for attempt in (1, 2):
             try:
                 conn = self.connection or self.connect()
             except _Busy as busy:
                 return Delivery(busy.code, busy.reply, step="connect")
             try:
-                return self._transaction(conn, sender, recipient, data, before_end)
+                return self._transaction(conn, sender, recipient, body, before_end)
             except _Disconnected as dropped:
                 self._drop()
                 if dropped.after_data:
@@ -218,7 +224,7 @@ class SmtpTransport:
                     return Delivery(0, f"Verbindung abgebrochen ({dropped})")
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _transaction(self, conn: smtplib.SMTP, sender: str, recipient: str, data: bytes,
+    def _transaction(self, conn: smtplib.SMTP, sender: str, recipient: str, body: Callable[[], bytes],
                      before_end: Callable[[], None] | None) -> Delivery:
         """MAIL, RCPT and DATA; pipelined (RFC 2920) when the server offers it: two round trips, not four."""
         commands = (f"MAIL FROM:<{sender}>", f"RCPT TO:<{recipient}>", "DATA")
@@ -227,6 +233,11 @@ class SmtpTransport:
         try:
             if conn.has_extn("pipelining"):
                 conn.send("".join(f"{command}\r\n" for command in commands))
+                try:
+                    body()  # built while the server answers
+                except BaseException:
+                    self._drop()  # its DATA may be accepted already: only closing ends it unsent
+                    raise
                 replies = [conn.getreply() for _ in commands]
             else:
                 for command, wanted in zip(commands, expected, strict=True):
@@ -248,6 +259,11 @@ class SmtpTransport:
             if delivery.sender_refused:
                 raise self._fail(f"Absender {sender} abgelehnt ({code} {delivery.reply})")
             return delivery
+        try:
+            data = body()  # already built when pipelined
+        except BaseException:
+            self._drop()  # after DATA's 354 only closing ends the message unsent
+            raise
         try:
             conn.send(_dot_stuffed(data))
         except (smtplib.SMTPServerDisconnected, OSError) as exc:
