@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from newsletter.erasure import erase_traces
-from newsletter.journal import DEFERRED, SENT, Row, SendJournal
+from newsletter.journal import DEFERRED, FAILED, SENT, Row, SendJournal
 
 
 def frozen_journal(path: Path, people: int) -> SendJournal:
@@ -85,4 +85,19 @@ def test_someone_who_left_is_skipped_at_start(tmp_path: Path) -> None:
     row = journal.reserve(0.0)
     assert row is not None and not journal.start(row, frozenset({"id1"}))
     assert (journal.counts()["skipped"], journal.counts()["sending"]) == (1, 0)
+    journal.close()
+
+
+def test_a_row_given_back_or_retried_is_found_again(tmp_path: Path) -> None:
+    journal = frozen_journal(tmp_path / "j.sqlite", 4)
+    first, second = claim(journal, 0.0), claim(journal, 0.0)
+    assert first is not None and second is not None
+    journal.release(first)  # the provider said "too many": nothing went out for it
+    assert claim(journal, 0.0).seq == first.seq  # before rows 3 and 4
+    journal.finish(first.seq, FAILED, 550, "no")
+    journal.finish(second.seq, SENT, 250, "ok")
+    assert [claim(journal, 0.0).seq for _ in range(2)] == [3, 4]
+    assert journal.retry(FAILED) == 1  # --retry-failed, behind the walk
+    assert claim(journal, 0.0).seq == first.seq
+    assert claim(journal, 0.0) is None
     journal.close()
