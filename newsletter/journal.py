@@ -59,6 +59,7 @@ CREATE TABLE IF NOT EXISTS recipients (
 DROP INDEX IF EXISTS recipients_state;
 CREATE INDEX IF NOT EXISTS recipients_deferred ON recipients (seq) WHERE state = 'deferred';
 """
+READ_AHEAD = 64  # pending rows fetched at once
 ROW_SELECT = ("SELECT seq, subscriber_id, email, name, state, attempts, last_code, last_reply,"
               " message_id, next_attempt_at, sent_at FROM recipients")
 
@@ -98,6 +99,7 @@ class SendJournal:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._walked = 0  # no pending row below this seq that this journal has not handed out
+        self._ahead: list[tuple] = []  # pending rows read ahead, the next one last
         # timeout: wait for `subscribers forget` scrubbing this journal from another process
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
         self.db.execute("PRAGMA journal_mode=WAL")
@@ -233,6 +235,7 @@ class SendJournal:
     def recover(self) -> int:
         """After a dead run: `sending` becomes `unknown` (maybe delivered, maybe not), and a
         `reserved` row, which no MAIL FROM was sent for, is due again."""
+        self._walked, self._ahead = 0, []
         with self._write():
             self.db.execute("UPDATE recipients SET state = ? WHERE state = ?", (PENDING, RESERVED))
             return self.db.execute(
@@ -241,6 +244,7 @@ class SendJournal:
 
     def retry(self, state: str) -> int:
         """Put `unknown` or `failed` rows back to `pending`, when the author asks for it."""
+        self._walked, self._ahead = 0, []
         with self._write():
             return self.db.execute(
                 "UPDATE recipients SET state = ?, attempts = 0, updated_at = ? WHERE state = ?",
@@ -250,15 +254,28 @@ class SendJournal:
         """The next due row, held for one worker, in a commit that waits for the disk.
 
         A worker calls this while its current message's data is on its way, before the final
-        ".": the fsync then costs no time, and it makes that message's `sending` durable.
+        ".": the fsync then costs no time, and it makes that message's `sending` durable. One
+        statement in its own (autocommit) transaction: the least time before the fsync.
         """
-        with self._write():
-            values = self._next_due(now)
-            if values is None:
+        with self._lock:
+            if self.db.in_transaction:
+                self.db.execute("COMMIT")  # an outcome `finish` left open
+            self.db.execute("PRAGMA synchronous=FULL")
+            try:
+                while (values := self._next_due(now)) is not None:
+                    if values[4] == PENDING:
+                        self._ahead.pop()
+                        self._walked = values[0]
+                    taken = self.db.execute(  # unless `subscribers forget` changed the row meanwhile
+                        "UPDATE recipients SET state = ?, updated_at = ? WHERE seq = ? AND state = ?",
+                        (RESERVED, _stamp(), values[0], values[4])).rowcount
+                    if taken:
+                        return Row(*values)
+                # Nothing left to reserve, but the fsync is still owed: it needs something to write.
+                self.db.execute("INSERT OR REPLACE INTO meta VALUES ('synced_at', ?)", (_stamp(),))
                 return None
-            self.db.execute("UPDATE recipients SET state = ?, updated_at = ? WHERE seq = ?",
-                            (RESERVED, _stamp(), values[0]))
-            return Row(*values)
+            finally:
+                self.db.execute("PRAGMA synchronous=NORMAL")
 
     def start(self, row: Row, allowed: frozenset[str] | None = None) -> bool:
         """Mark a reserved row `sending`, committed (with the previous `finish`) before MAIL FROM.
@@ -279,22 +296,24 @@ class SendJournal:
     def _next_due(self, now: float) -> tuple | None:
         """The lowest seq that is pending or a deferred row due by `now`.
 
-        Rows are handed out in seq order, so the walk for a pending row goes on after the last
-        one handed out (a released row moves it back) instead of keeping an index of states up
-        to date; deferred rows have a small index of their own. Before saying "nothing left" it
-        walks once more from the start, so a pending row is never overlooked.
+        Rows are handed out in seq order, so pending rows are read ahead in seq order, a batch
+        at a time, after the last one handed out (a released row moves the walk back), instead
+        of keeping an index of states up to date; deferred rows have a small index of their own.
+        Before saying "nothing left" the walk starts once more from the beginning, so a pending
+        row is never overlooked.
         """
         due = self._deferred and self.db.execute(
             f"{ROW_SELECT} WHERE state = ? AND next_attempt_at <= ? ORDER BY seq LIMIT 1", (DEFERRED, now)).fetchone()
-        for after in dict.fromkeys((self._walked, 0)):
-            pending = self.db.execute(f"{ROW_SELECT} WHERE seq > ? AND state = ? ORDER BY seq LIMIT 1",
-                                      (after, PENDING)).fetchone()
-            if pending is not None:
-                if due and due[0] < pending[0]:
-                    return due
-                self._walked = pending[0]
-                return pending
-        return due or None
+        if not self._ahead:
+            for after in dict.fromkeys((self._walked, 0)):
+                self._ahead = self.db.execute(f"{ROW_SELECT} WHERE seq > ? AND state = ? ORDER BY seq LIMIT ?",
+                                              (after, PENDING, READ_AHEAD)).fetchall()[::-1]
+                if self._ahead:
+                    break
+        pending = self._ahead[-1] if self._ahead else None
+        if pending is None or (due and due[0] < pending[0]):
+            return due or None
+        return pending
 
     def release(self, row: Row) -> None:
         """Give a reserved or started row back untouched: nothing was sent for it.
@@ -305,7 +324,7 @@ class SendJournal:
             self.db.execute("UPDATE recipients SET state = ?, attempts = ?, updated_at = ?"
                             " WHERE seq = ? AND state IN (?, ?)",
                             (row.state, row.attempts, _stamp(), row.seq, RESERVED, SENDING))
-            self._walked = min(self._walked, row.seq - 1)
+            self._walked, self._ahead = min(self._walked, row.seq - 1), []
             self._deferred = self._deferred or row.state == DEFERRED
 
     def finish(self, seq: int, state: str, code: int | None = None, reply: str | None = None,
