@@ -125,33 +125,49 @@ class SendJournal:
                 pass
 
     @contextlib.contextmanager
-    def _write(self, durable: bool = True, commit: bool = True) -> Iterator[None]:
-        """One change under the lock.
-
-        durable: its own transaction, committed with an fsync that makes every earlier commit
-        durable too. Otherwise it joins the transaction `finish` left open (one commit for the
-        outcome and the next `start`) and commits without waiting for the disk, or, with
-        commit=False, leaves it open for the next write.
-        """
+    def _synced(self) -> Iterator[None]:
+        """Under the lock, every commit waits for the disk (FULL) until the block ends. An outcome
+        `finish` left open is committed first: the setting cannot change inside a transaction."""
         with self._lock:
-            if durable:
-                if self.db.in_transaction:
-                    self.db.execute("COMMIT")
-                self.db.execute("PRAGMA synchronous=FULL")  # not allowed inside a transaction
+            if self.db.in_transaction:
+                self.db.execute("COMMIT")
+            self.db.execute("PRAGMA synchronous=FULL")
             try:
-                if not self.db.in_transaction:
-                    self.db.execute("BEGIN IMMEDIATE")
-                changes = self.db.total_changes
-                try:
-                    yield
-                finally:
-                    if durable and self.db.total_changes == changes:  # nothing written: nothing to fsync
-                        self.db.execute("INSERT OR REPLACE INTO meta VALUES ('synced_at', ?)", (_stamp(),))
-                    if commit:
-                        self.db.execute("COMMIT")
+                yield
             finally:
-                if durable:
-                    self.db.execute("PRAGMA synchronous=NORMAL")
+                self.db.execute("PRAGMA synchronous=NORMAL")
+
+    def _owe_fsync(self) -> None:
+        """SQLite syncs only a commit that wrote something: note when the journal was last synced."""
+        self.db.execute("INSERT OR REPLACE INTO meta VALUES ('synced_at', ?)", (_stamp(),))
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[None]:
+        """One change in its own transaction, committed with an fsync that makes every earlier
+        commit durable too."""
+        with self._synced():
+            self.db.execute("BEGIN IMMEDIATE")
+            changes = self.db.total_changes
+            try:
+                yield
+            finally:
+                if self.db.total_changes == changes:
+                    self._owe_fsync()
+                self.db.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def _write_unsynced(self, commit: bool = True) -> Iterator[None]:
+        """One change that need only survive a killed process: it joins the transaction `finish`
+        left open (one commit for the outcome and the next `start`) and commits without waiting
+        for the disk, or, with commit=False, leaves it open for the next write."""
+        with self._lock:
+            if not self.db.in_transaction:
+                self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            finally:
+                if commit:
+                    self.db.execute("COMMIT")
 
     @contextlib.contextmanager
     def running(self) -> Iterator[None]:
@@ -186,12 +202,10 @@ class SendJournal:
         return self.meta("frozen_at") is not None
 
     def freeze(self, recipients: Iterable[tuple[str, str, str]], meta: dict[str, str]) -> int:
-        """Fix the recipient list (id, email, name) once, in one transaction."""
-        self.flush()
-        with self._lock:
+        """Fix the recipient list (id, email, name) once, in one transaction, synced to disk."""
+        with self._synced():
             if self.meta("frozen_at") is not None:
                 raise NewsletterError(f"{self.path}: die Empfängerliste steht schon fest")
-            self.db.execute("PRAGMA synchronous=FULL")
             self.db.execute("BEGIN IMMEDIATE")
             try:
                 self.db.executemany(
@@ -205,8 +219,6 @@ class SendJournal:
             except BaseException:
                 self.db.execute("ROLLBACK")
                 raise
-            finally:
-                self.db.execute("PRAGMA synchronous=NORMAL")
         return self.total()
 
     # -- reading --------------------------------------------------------------------------
@@ -257,25 +269,18 @@ class SendJournal:
         ".": the fsync then costs no time, and it makes that message's `sending` durable. One
         statement in its own (autocommit) transaction: the least time before the fsync.
         """
-        with self._lock:
-            if self.db.in_transaction:
-                self.db.execute("COMMIT")  # an outcome `finish` left open
-            self.db.execute("PRAGMA synchronous=FULL")
-            try:
-                while (values := self._next_due(now)) is not None:
-                    if values[4] == PENDING:
-                        self._ahead.pop()
-                        self._walked = values[0]
-                    taken = self.db.execute(  # unless `subscribers forget` changed the row meanwhile
-                        "UPDATE recipients SET state = ?, updated_at = ? WHERE seq = ? AND state = ?",
-                        (RESERVED, _stamp(), values[0], values[4])).rowcount
-                    if taken:
-                        return Row(*values)
-                # Nothing left to reserve, but the fsync is still owed: it needs something to write.
-                self.db.execute("INSERT OR REPLACE INTO meta VALUES ('synced_at', ?)", (_stamp(),))
-                return None
-            finally:
-                self.db.execute("PRAGMA synchronous=NORMAL")
+        with self._synced():
+            while (values := self._next_due(now)) is not None:
+                if values[4] == PENDING:
+                    self._ahead.pop()
+                    self._walked = values[0]
+                taken = self.db.execute(  # unless `subscribers forget` changed the row meanwhile
+                    "UPDATE recipients SET state = ?, updated_at = ? WHERE seq = ? AND state = ?",
+                    (RESERVED, _stamp(), values[0], values[4])).rowcount
+                if taken:
+                    return Row(*values)
+            self._owe_fsync()  # nothing left to reserve, but the fsync is still owed
+            return None
 
     def start(self, row: Row, allowed: frozenset[str] | None = None) -> bool:
         """Mark a reserved row `sending`, committed (with the previous `finish`) before MAIL FROM.
@@ -284,7 +289,7 @@ class SendJournal:
         since the list was frozen; the row becomes `skipped`), or it is no longer reserved
         (`subscribers forget` scrubbed it meanwhile).
         """
-        with self._write(durable=False):
+        with self._write_unsynced():
             if allowed is not None and row.subscriber_id not in allowed:
                 self.db.execute("UPDATE recipients SET state = ?, updated_at = ? WHERE seq = ? AND state = ?",
                                 (SKIPPED, _stamp(), row.seq, RESERVED))
@@ -337,7 +342,7 @@ class SendJournal:
         between the server's 250 and a commit of its own would.
         """
         self._deferred = self._deferred or state == DEFERRED
-        with self._write(durable=False, commit=False):
+        with self._write_unsynced(commit=False):
             self.db.execute(
                 "UPDATE recipients SET state = ?, last_code = ?, last_reply = ?,"
                 " message_id = COALESCE(?, message_id), next_attempt_at = ?, updated_at = ?,"
