@@ -358,3 +358,19 @@ def test_subject_and_preheader_get_the_same_typography_as_the_body(ws: Workspace
     rendered = render_issue(ws, parse_issue(path))
     assert rendered.issue.subject == "Über „Grenzen“ – ein Impuls"
     assert "Was „Nein“ heißt" in rendered.html
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["sendd"], "Fehler: unbekannter Befehl „sendd“; meintest du send? (Hilfe: newsletter --help)"),
+    (["subscribers", "lst"], "Fehler: unbekannter Befehl „lst“; meintest du list?"),
+    (["send"], "Fehler: es fehlt ISSUE (Hilfe: newsletter send --help)"),
+    (["status", "--jsn"], "Fehler: unbekannte Option --jsn; meintest du --json?"),
+    (["subscribers", "list", "--status", "foo"],
+     "Fehler: ungültiger Wert für --status, möglich: pending, active, unsubscribed, bounced"),
+    (["send", "issues/x.md", "--test"], "Fehler: --test braucht einen Wert"),
+])
+def test_usage_mistakes_get_one_german_line(ws: Workspace, runner, args: list[str], expected: str) -> None:
+    result = invoke(runner, *args)
+    assert result.exit_code == 2
+    assert result.stderr.startswith(expected) and result.stderr.count("\n") == 1, result.stderr
+    assert "Usage" not in result.output and "Error" not in result.output

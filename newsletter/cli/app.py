@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,11 @@ import typer
 from rich.console import Console
 from rich.text import Text
 from typer.core import TyperGroup
+
+try:  # recent Typer carries its own copy of Click
+    from typer._click import exceptions as usage
+except ImportError:  # pragma: no cover - Typer on top of Click
+    from click import exceptions as usage  # type: ignore[no-redef]
 
 from newsletter.errors import NewsletterError
 from newsletter.workspace import Workspace, find_workspace
@@ -45,6 +51,38 @@ class ErrorBoundary(TyperGroup):
                 raise
             err.print("\nAbgebrochen. Es wurde nichts halb geschrieben.", soft_wrap=True)
             raise typer.Exit(130) from None
+        except usage.UsageError as exc:
+            if isinstance(exc, getattr(usage, "NoArgsIsHelpError", ())):  # the help, not an error
+                raise
+            path = exc.ctx.command_path if exc.ctx else "newsletter"
+            error_line(f"{usage_message(exc)} (Hilfe: {path} --help)")
+            raise typer.Exit(exc.exit_code) from None
+
+
+NO_SUCH_COMMAND = re.compile(r"No such command '(.+?)'\.(?: Did you mean (.+)\?)?")
+
+
+def usage_message(exc: usage.UsageError) -> str:
+    """Click's usage errors in German, from what the exception knows (its English text otherwise)."""
+    if isinstance(exc, usage.NoSuchOption):
+        guess = f"; meintest du {' oder '.join(sorted(exc.possibilities))}?" if exc.possibilities else ""
+        return f"unbekannte Option {exc.option_name}{guess}"
+    if isinstance(exc, usage.BadOptionUsage) and "requires an argument" in exc.message:
+        return f"{exc.option_name} braucht einen Wert"
+    param = getattr(exc, "param", None)
+    opts = getattr(param, "opts", None) or []
+    hint = " / ".join(opts) if opts[:1] and opts[0].startswith("-") else str(getattr(param, "name", "") or "").upper()
+    if isinstance(exc, usage.MissingParameter) and hint:
+        return f"es fehlt {hint}"
+    if isinstance(exc, usage.BadParameter) and hint:
+        choices = getattr(getattr(param, "type_descriptor", None), "choices", None)
+        if choices:
+            return f"ungültiger Wert für {hint}, möglich: {', '.join(str(c) for c in choices)}"
+        return f"ungültiger Wert für {hint} ({exc.message})"
+    if match := NO_SUCH_COMMAND.fullmatch(exc.message):
+        guess = f"; meintest du {match.group(2).replace(chr(39), '')}?" if match.group(2) else ""
+        return f"unbekannter Befehl „{match.group(1)}“{guess}"
+    return exc.format_message()
 
 
 app = typer.Typer(
