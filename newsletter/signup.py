@@ -33,7 +33,7 @@ from newsletter.subscribers import (
 )
 from newsletter.texts import texts
 from newsletter.tokens import CONFIRM, UNSUBSCRIBE, make_token, unsubscribe_url, verify_token
-from newsletter.transport import make_transport
+from newsletter.transport import make_transport, smtp_password
 from newsletter.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -112,6 +112,7 @@ class Signups:
         web = self.config.web
         self.per_ip = RateLimit(web.signups_per_hour, 3600, clock)
         self.per_address = RateLimit(web.mails_per_address_per_day, DAY, clock)
+        self._password: str | None = None  # asked for once (password_command may ask a keyring)
         self.outgoing = MailQueue(self._deliver)
 
     @property
@@ -231,7 +232,10 @@ class Signups:
 
     def _deliver(self, mail: Mail, kind: str) -> None:
         config = self.config
-        transport = make_transport(config.smtp, self.workspace.outbox_dir / "web" / kind, config.path.parent)
+        if self._password is None and config.smtp.host:
+            self._password = smtp_password(config.smtp)
+        transport = make_transport(config.smtp, self.workspace.outbox_dir / "web" / kind, config.path.parent,
+                                   self._password)
         try:
             delivery = transport.deliver(mail.envelope_from, mail.envelope_to, mail.data)
         finally:

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from email import message_from_bytes, policy
 from email.message import EmailMessage
+from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
 import pytest
@@ -547,6 +548,23 @@ def test_mail_server_down_answers_the_same_and_logs_it(ws: Workspace, serve: Sta
     assert "confirm-Mail nicht gesendet" in caplog.text and "Connection refused" in caplog.text
     assert "neu@example.org" not in caplog.text
     assert web.get("/healthz").status == 200
+
+
+def test_password_command_is_asked_once_not_per_mail(ws: Workspace, serve: Starter, mailbox: Mailbox,
+                                                     tmp_path: Path) -> None:
+    server = SmtpServer(mailbox, users={"mira": "aus-dem-schluesselbund"}).start()
+    asked = tmp_path / "asked"
+    try:
+        configure(ws, "smtp", host="127.0.0.1", port=server.port, security="none", username="mira",
+                  password_command=f"echo gefragt >> {asked}; echo aus-dem-schluesselbund")
+        web = serve()
+        for address in ("eins@example.org", "zwei@example.org", "drei@example.org"):
+            assert web.post_form("/subscribe", signup(address)).status == 200
+        assert sorted(r.rcpt_to[0] for r in mailbox.received) == [
+            "drei@example.org", "eins@example.org", "zwei@example.org"]
+        assert asked.read_text() == "gefragt\n"  # a keyring prompt would appear once, not per sign-up
+    finally:
+        server.stop()
 
 
 def test_head_requests_change_nothing(ws: Workspace, web: WebServer) -> None:
