@@ -10,10 +10,9 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+from newsletter.journal import ERASED
 from newsletter.message import ascii_address
 from newsletter.transport import outbox_name
-
-ERASED = "(gelöscht)"
 
 
 def erase_traces(state_dir: Path, email: str) -> tuple[int, int]:

@@ -37,6 +37,7 @@ from newsletter.errors import NewsletterError
 PENDING, RESERVED, SENDING, SENT = "pending", "reserved", "sending", "sent"
 DEFERRED, FAILED, UNKNOWN, SKIPPED = "deferred", "failed", "unknown", "skipped"
 STATES = (PENDING, SENDING, SENT, DEFERRED, FAILED, UNKNOWN, SKIPPED)  # `reserved` counts as pending
+ERASED = "(gelöscht)"  # the address of a row `subscribers forget` scrubbed
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -117,6 +118,13 @@ class SendJournal:
     def close(self) -> None:
         self.flush()
         self.db.close()
+
+    def commit(self) -> None:
+        """Commit what `finish` left open, without waiting for the disk: before a pause, so the
+        write lock is not held while a send waits (`subscribers forget` must get in)."""
+        with self._lock:
+            if self.db.in_transaction:
+                self.db.execute("COMMIT")
 
     def flush(self) -> None:
         """Make durable an outcome that `finish` left for a `start` that never came."""
@@ -339,15 +347,17 @@ class SendJournal:
         Committed by the next write: normally the worker's next `start`, so the outcome and the
         next `sending` share one commit; at the end by `flush` or `close`. A run that dies before
         that leaves this row `sending`, which the next run reports as `unknown` -- just as a death
-        between the server's 250 and a commit of its own would.
+        between the server's 250 and a commit of its own would. A row erased while its message
+        was on its way keeps no reply text.
         """
         self._deferred = self._deferred or state == DEFERRED
         with self._write_unsynced(commit=False):
             self.db.execute(
-                "UPDATE recipients SET state = ?, last_code = ?, last_reply = ?,"
+                "UPDATE recipients SET state = ?, last_code = ?,"
+                " last_reply = CASE WHEN email = ? THEN NULL ELSE ? END,"  # a reply may quote the address
                 " message_id = COALESCE(?, message_id), next_attempt_at = ?, updated_at = ?,"
                 " sent_at = CASE WHEN ? = 'sent' THEN ? ELSE sent_at END WHERE seq = ?",
-                (state, code, reply, message_id, next_attempt_at, _stamp(), state, _stamp(), seq))
+                (state, code, ERASED, reply, message_id, next_attempt_at, _stamp(), state, _stamp(), seq))
 
 
 def journal_path(journal_dir: Path, slug: str) -> Path:

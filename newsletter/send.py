@@ -158,8 +158,11 @@ class SendRun:
             raise
         if self.error is not None:
             raise self.error
+        counts = self.journal.counts()
+        if self.reason == DONE and counts[DEFERRED]:
+            self.reason = WAITING
         return SendSummary(
-            counts=self.journal.counts(), reason=self.reason, transport=self.description,
+            counts=counts, reason=self.reason, transport=self.description,
             seconds=time.monotonic() - started, delivered_now=self.delivered,
             failed_now=self.summary_failed, bounced_now=self.summary_bounced,
         )
@@ -186,6 +189,8 @@ class SendRun:
                         continue
                 if self.options.daily_limit and self._daily_limit_reached():
                     return
+                if self.options.rate:
+                    self.journal.commit()  # no write lock held while waiting: `subscribers forget` may run
                 self._wait_for_slot()
                 if self.stop.is_set():
                     return
@@ -199,6 +204,9 @@ class SendRun:
                 if held is not None:
                     self.journal.release(held)
                 self.journal.flush()  # the last outcome, which no further start commits
+            except BaseException as exc:  # noqa: BLE001 - handed to the main thread, which re-raises
+                self.error = self.error or exc
+                self.halt(INTERRUPTED)
             finally:
                 transport.close()
 
@@ -219,25 +227,25 @@ class SendRun:
 
         recipient = Recipient(row.subscriber_id, row.email, row.name)
         try:
-            envelope_to = ascii_address(row.email)
             allowed = self.watch.refresh()  # who left since the last message is skipped from now on
         except BaseException:
             self.journal.release(row)
             raise
-        if not self.journal.start(row, allowed):
+        if not self.journal.start(row, allowed):  # left, bounced or erased (the address is gone then)
             return None
+        delivery: Delivery | None = None
         try:
-            delivery = transport.deliver(self.factory.envelope_from, envelope_to,
+            delivery = transport.deliver(self.factory.envelope_from, ascii_address(row.email),
                                          lambda: self.factory.build(recipient).data, before_end)
+            self._record(row, self.factory.message_id(recipient), delivery)
         except BaseException as exc:
-            if isinstance(exc, TransportError | ValueError):
+            if delivery is None and isinstance(exc, TransportError | ValueError):
                 # Nothing went out (login, TLS, refused sender, a message that cannot be built).
                 self.journal.release(row)
             for reserved in following:
                 if reserved is not None:
                     self.journal.release(reserved)
             raise
-        self._record(row, self.factory.message_id(recipient), delivery)
         self._watch_for_refusals(delivery)
         return following[0] if following else None
 
@@ -314,13 +322,13 @@ class SendRun:
             self.stop.wait(slot - now)
 
     def _wait_for_retry(self) -> bool:
-        """Nothing due: wait for the next deferred retry if it comes soon enough, else end."""
+        """Nothing due for this worker: wait for the next deferred retry if it comes soon enough,
+        else end (the run says WAITING if deferred rows are left when all workers are done)."""
         retry_at = self.journal.earliest_retry()
         if retry_at is None:
             return False
         delay = retry_at - self.clock()
-        if delay > self.options.max_wait:
-            self.halt(WAITING)
+        if delay > self.options.max_wait:  # this worker ends; others may still hold rows to send
             return False
         self.progress("waiting")
         self.stop.wait(max(0.0, min(delay, 1.0)))

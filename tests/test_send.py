@@ -646,3 +646,48 @@ def test_base_url_with_umlauts_is_a_config_error(ws, runner, issue) -> None:
     config.write_text(config.read_text().replace("newsletter.praxis.example.org", "newsletter.bücher.example"))
     result = invoke(runner, "check", str(issue))
     assert result.exit_code == 1 and "[newsletter] base_url: bitte ohne Umlaute" in result.stderr
+
+
+def test_someone_erased_after_a_failure_is_skipped_by_retry_failed(ws, runner, smtp, mailbox, issue) -> None:
+    add_people(ws, [(f"p{i}@example.org", "", "active") for i in range(3)])
+    smtp_config(ws, smtp.port)
+    mailbox.rcpt_replies_once["p1@example.org"] = "550 5.7.1 refused by policy"
+    assert invoke(runner, "send", str(issue), "--yes").exit_code == 0
+    assert invoke(runner, "subscribers", "forget", "p1@example.org", "--yes").exit_code == 0
+    result = invoke(runner, "send", str(issue), "--yes", "--retry-failed")
+    assert result.exit_code == 0, result.output  # the scrubbed row is skipped, not a stop
+    counts = journal_counts(ws)
+    assert (counts["sent"], counts["skipped"], counts["failed"], counts["pending"]) == (2, 1, 0, 0)
+    assert sorted(r.rcpt_to[0] for r in mailbox.received) == ["p0@example.org", "p2@example.org"]
+
+
+def test_a_send_waiting_for_its_rate_slot_holds_no_write_lock(ws, smtp, mailbox, issue) -> None:
+    """`subscribers forget` must be able to scrub the journal while a slow send waits."""
+    add_people(ws, [(f"p{i}@example.org", "", "active") for i in range(3)])
+    smtp_config(ws, smtp.port, rate_limit="2/minute")
+    process = _send_process(ws)
+    try:
+        _wait_for(mailbox, 1)
+        time.sleep(0.5)  # the first outcome is recorded; the next slot is 30 s away
+        db = sqlite3.connect(journal_path(ws.journal_dir, "2026-12-impuls"), timeout=0)
+        try:
+            db.execute("BEGIN IMMEDIATE")  # "database is locked" if the send kept its transaction open
+            db.execute("ROLLBACK")
+        finally:
+            db.close()
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_two_connections_leave_no_due_row_behind_when_a_retry_is_far_off(ws, runner, smtp, mailbox,
+                                                                         issue) -> None:
+    people = [(f"p{i}@example.org", "", "active") for i in range(8)]
+    add_people(ws, people)
+    smtp_config(ws, smtp.port, connections=2, rate_limit="20/second", retry_delay=2000)
+    mailbox.rcpt_replies_once["p0@example.org"] = "451 4.3.0 temporary local problem"
+    result = invoke(runner, "send", str(issue), "--yes")
+    assert result.exit_code == 0, result.output
+    counts = journal_counts(ws)
+    assert (counts["sent"], counts["deferred"], counts["pending"]) == (7, 1, 0)
+    assert "zurückgestellt" in result.stdout
