@@ -368,6 +368,7 @@ def test_subject_and_preheader_get_the_same_typography_as_the_body(ws: Workspace
     (["subscribers", "list", "--status", "foo"],
      "Fehler: ungültiger Wert für --status, möglich: pending, active, unsubscribed, bounced"),
     (["send", "issues/x.md", "--test"], "Fehler: --test braucht einen Wert"),
+    (["--bogus", "status"], "Fehler: unbekannte Option --bogus (Hilfe: newsletter --help)"),
 ])
 def test_usage_mistakes_get_one_german_line(ws: Workspace, runner, args: list[str], expected: str) -> None:
     result = invoke(runner, *args)

@@ -7,7 +7,7 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -52,11 +52,22 @@ class ErrorBoundary(TyperGroup):
             err.print("\nAbgebrochen. Es wurde nichts halb geschrieben.", soft_wrap=True)
             raise typer.Exit(130) from None
         except usage.UsageError as exc:
-            if isinstance(exc, getattr(usage, "NoArgsIsHelpError", ())):  # the help, not an error
-                raise
-            path = exc.ctx.command_path if exc.ctx else "newsletter"
-            error_line(f"{usage_message(exc)} (Hilfe: {path} --help)")
-            raise typer.Exit(exc.exit_code) from None
+            _usage_exit(exc)
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        """The top level's own options (`newsletter --bogus`) are parsed before `invoke`."""
+        try:
+            return super().parse_args(ctx, args)
+        except usage.UsageError as exc:
+            _usage_exit(exc)
+
+
+def _usage_exit(exc: usage.UsageError) -> NoReturn:
+    if isinstance(exc, getattr(usage, "NoArgsIsHelpError", ())):  # the help, not an error
+        raise exc
+    path = exc.ctx.command_path if exc.ctx else "newsletter"
+    error_line(f"{usage_message(exc)} (Hilfe: {path} --help)")
+    raise typer.Exit(exc.exit_code) from None
 
 
 NO_SUCH_COMMAND = re.compile(r"No such command '(.+?)'\.(?: Did you mean (.+)\?)?")
