@@ -255,7 +255,7 @@ class SendJournal:
     def recover(self) -> int:
         """After a dead run: `sending` becomes `unknown` (maybe delivered, maybe not), and a
         `reserved` row, which no MAIL FROM was sent for, is due again."""
-        self._walked, self._ahead = 0, []
+        self._rewind(0)
         with self._write():
             self.db.execute("UPDATE recipients SET state = ? WHERE state = ?", (PENDING, RESERVED))
             return self.db.execute(
@@ -264,7 +264,7 @@ class SendJournal:
 
     def retry(self, state: str) -> int:
         """Put `unknown` or `failed` rows back to `pending`, when the author asks for it."""
-        self._walked, self._ahead = 0, []
+        self._rewind(0)
         with self._write():
             return self.db.execute(
                 "UPDATE recipients SET state = ?, attempts = 0, updated_at = ? WHERE state = ?",
@@ -306,6 +306,10 @@ class SendJournal:
                 "UPDATE recipients SET state = ?, attempts = attempts + 1, updated_at = ?"
                 " WHERE seq = ? AND state = ?", (SENDING, _stamp(), row.seq, RESERVED)).rowcount == 1
 
+    def _rewind(self, seq: int) -> None:
+        """Rows at or below `seq` may be pending again: walk from there, read ahead anew."""
+        self._walked, self._ahead = min(self._walked, seq), []
+
     def _next_due(self, now: float) -> tuple | None:
         """The lowest seq that is pending or a deferred row due by `now`.
 
@@ -337,7 +341,7 @@ class SendJournal:
             self.db.execute("UPDATE recipients SET state = ?, attempts = ?, updated_at = ?"
                             " WHERE seq = ? AND state IN (?, ?)",
                             (row.state, row.attempts, _stamp(), row.seq, RESERVED, SENDING))
-            self._walked, self._ahead = min(self._walked, row.seq - 1), []
+            self._rewind(row.seq - 1)
             self._deferred = self._deferred or row.state == DEFERRED
 
     def finish(self, seq: int, state: str, code: int | None = None, reply: str | None = None,

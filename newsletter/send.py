@@ -189,8 +189,6 @@ class SendRun:
                         continue
                 if self.options.daily_limit and self._daily_limit_reached():
                     return
-                if self.options.rate:
-                    self.journal.commit()  # no write lock held while waiting: `subscribers forget` may run
                 self._wait_for_slot()
                 if self.stop.is_set():
                     return
@@ -319,6 +317,7 @@ class SendRun:
             slot = max(self._next_slot, now)
             self._next_slot = slot + 1.0 / self.options.rate
         if slot > now:
+            self.journal.commit()  # no write lock held while waiting: `subscribers forget` may run
             self.stop.wait(slot - now)
 
     def _wait_for_retry(self) -> bool:
