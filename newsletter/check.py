@@ -90,8 +90,8 @@ def check_issue(workspace: Workspace, issue: Issue) -> CheckReport:
     except ValueError as exc:  # e.g. a sender domain that has no ASCII form
         error(f"aus dieser Ausgabe lässt sich keine gültige Mail bauen: {exc}")
     else:
-        for problem in validate_message(sample.data):
-            error(f"die fertige Mail verletzt eine Regel: {problem}")
+        for rule in validate_message(sample.data):
+            error(f"die fertige Mail verletzt eine Regel: {rule}")
     if "<mj-" in html:
         error("im HTML stehen noch MJML-Tags (<mj-…>); bitte templates/newsletter.mjml prüfen")
     for src, alt in rendered.images:

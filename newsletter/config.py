@@ -165,7 +165,7 @@ TOML_MESSAGES = (
 TYPOGRAPHIC_QUOTES = "„“”‚‘’«»"
 
 
-def toml_error_text(exc: tomllib.TOMLDecodeError, line_offset: int = 0, source: str = "") -> str:
+def toml_error_text(exc: ValueError, line_offset: int = 0, source: str = "") -> str:
     """A TOML error as "Zeile N: what", in German where we know it, shifted for embedded TOML."""
     message = str(exc)
     match = re.search(r"\(at line (\d+), column (\d+)\)", message)

@@ -15,7 +15,7 @@ from newsletter.errors import IssueError
 from newsletter.workspace import Workspace
 
 FENCE = "+++"
-FRONT_MATTER_KEYS = {
+FRONT_MATTER_KEYS: dict[str, type | tuple[type, ...]] = {
     "subject": str,
     "preheader": str,
     "date": (dt.date, str),

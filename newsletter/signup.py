@@ -15,6 +15,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 from newsletter.config import Config
@@ -141,7 +142,7 @@ class Signups:
         if not self.per_address.allow(email_key(email)):
             log.info("Anmeldung: zu viele Bestätigungsmails an dieselbe Adresse, diese übersprungen")
             return SignupResult(RECEIVED)
-        details = {
+        details: dict[str, Any] = {
             "signup_ip": ip, "signup_page": signup_page(form.page), "consent_text": consent_text(self.config),
             "consent_version": self.config.newsletter.consent_version,
         }
@@ -330,7 +331,7 @@ def invite_pending(workspace: Workspace, emails: list[str] | None = None) -> lis
         people.changed = people.changed or bool(mails)
     config = workspace.config
     transport = make_transport(config.smtp, workspace.outbox_dir / "web" / CONFIRM_MAIL, config.path.parent)
-    sent = []
+    sent: list[str] = []
     try:
         for person, mail in mails:
             delivery = transport.deliver(mail.envelope_from, mail.envelope_to, mail.data)

@@ -181,6 +181,7 @@ class SmtpTransport:
                 conn.login(s.username, self.password)
             # Commands, data and the final "." go out as separate writes: never hold one back
             # waiting for the server's acknowledgement of the last (Nagle's algorithm).
+            assert conn.sock is not None  # connected and logged in just above
             conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except ssl.SSLCertVerificationError as exc:
             raise self._fail(f"TLS-Zertifikat nicht vertrauenswürdig ({exc.verify_message}); "

@@ -15,6 +15,11 @@ def test_ruff_is_clean() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_mypy_is_clean() -> None:
+    result = subprocess.run([sys.executable, "-m", "mypy"], cwd=REPO, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_readme_opens_with_the_two_commands_ci_runs() -> None:
     lines = (REPO / "README.md").read_text(encoding="utf-8").splitlines()
     block = lines[lines.index("```bash") + 1: lines.index("```bash") + 3]

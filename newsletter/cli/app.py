@@ -12,12 +12,9 @@ from typing import Any, NoReturn
 import typer
 from rich.console import Console
 from rich.text import Text
+from typer._click import exceptions as usage  # Typer >= 0.26 carries its own copy of Click
+from typer._click.core import Context
 from typer.core import TyperGroup
-
-try:  # recent Typer carries its own copy of Click
-    from typer._click import exceptions as usage
-except ImportError:  # pragma: no cover - Typer on top of Click
-    from click import exceptions as usage  # type: ignore[no-redef]
 
 from newsletter.errors import NewsletterError
 from newsletter.workspace import Workspace, find_workspace
@@ -38,7 +35,7 @@ def error_line(message: str) -> None:
 class ErrorBoundary(TyperGroup):
     """Turns the library's errors into one line and exit code 1 (NEWSLETTER_DEBUG=1 shows the traceback)."""
 
-    def invoke(self, ctx: typer.Context) -> Any:
+    def invoke(self, ctx: Context) -> Any:
         try:
             return super().invoke(ctx)
         except NewsletterError as exc:
@@ -54,7 +51,7 @@ class ErrorBoundary(TyperGroup):
         except usage.UsageError as exc:
             _usage_exit(exc)
 
-    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: Context, args: list[str]) -> list[str]:
         """The top level's own options (`newsletter --bogus`) are parsed before `invoke`."""
         try:
             return super().parse_args(ctx, args)

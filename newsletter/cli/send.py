@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import signal
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import typer
 from rich.panel import Panel
@@ -304,7 +305,7 @@ def status(
         paths = [journal_path(workspace.journal_dir, slug)]
         if not paths[0].exists():
             raise NewsletterError(f"{slug}: wurde noch nicht gesendet")
-    results = []
+    results: list[dict[str, Any]] = []
     for path in paths:
         journal = SendJournal(path)
         try:
