@@ -66,11 +66,16 @@ class SmtpSettings:
     tls_ca_file: str = ""
     local_hostname: str = ""
     retry_delay: float = 60.0   # first retry of a 4xx after this many seconds, doubling after
+    retry_window: str = "3 days"  # how long a recipient's temporary failure is retried, then failed
     limit_pause: float = 600.0  # pause when the provider says "too many" (hourly caps)
 
     @property
     def effective_port(self) -> int:
         return self.port or DEFAULT_PORTS[self.security]
+
+    @property
+    def retry_seconds(self) -> float:
+        return parse_duration(self.retry_window)
 
     @property
     def messages_per_second(self) -> float | None:
@@ -121,6 +126,18 @@ _RATE_UNITS = {
     "hour": 3600, "stunde": 3600, "h": 3600,
     "day": 86400, "tag": 86400, "d": 86400,
 }
+_PLURALS = {"seconds": "second", "sekunden": "sekunde", "minutes": "minute", "minuten": "minute",
+            "hours": "hour", "stunden": "stunde", "days": "day", "tage": "tag"}
+
+
+def parse_duration(text: str) -> float:
+    """Turn "3 days", "72 Stunden" or "1 Tag" into seconds."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]+)\s*", text)
+    unit = match.group(2).lower() if match else ""
+    unit = _PLURALS.get(unit, unit)
+    if not match or unit not in _RATE_UNITS or float(match.group(1)) <= 0:
+        raise ValueError(f'"{text}" ist keine Dauer wie "3 days" oder "48 Stunden"')
+    return float(match.group(1)) * _RATE_UNITS[unit]
 
 
 def parse_rate(text: str) -> float:
@@ -270,6 +287,10 @@ def _validate(config: Config) -> None:
             parse_rate(smtp.rate_limit)
         except ValueError as exc:
             fail("[smtp] rate_limit", str(exc))
+    try:
+        parse_duration(smtp.retry_window)
+    except ValueError as exc:
+        fail("[smtp] retry_window", str(exc))
     if smtp.tls_ca_file and not _resolve(path, smtp.tls_ca_file).is_file():
         fail("[smtp] tls_ca_file", f'"{smtp.tls_ca_file}" nicht gefunden')
     if web.confirm_days < 1:

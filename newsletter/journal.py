@@ -28,14 +28,29 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 from filelock import FileLock, Timeout
 
 from newsletter.errors import NewsletterError
 
-PENDING, RESERVED, SENDING, SENT = "pending", "reserved", "sending", "sent"
-DEFERRED, FAILED, UNKNOWN, SKIPPED = "deferred", "failed", "unknown", "skipped"
+
+class RowState(StrEnum):
+    """Where one recipient's message stands; the values are what the journal file holds."""
+
+    PENDING = "pending"
+    RESERVED = "reserved"  # held by one worker for its next message; no MAIL FROM yet
+    SENDING = "sending"
+    SENT = "sent"
+    DEFERRED = "deferred"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+    SKIPPED = "skipped"
+
+
+PENDING, RESERVED, SENDING, SENT = RowState.PENDING, RowState.RESERVED, RowState.SENDING, RowState.SENT
+DEFERRED, FAILED, UNKNOWN, SKIPPED = RowState.DEFERRED, RowState.FAILED, RowState.UNKNOWN, RowState.SKIPPED
 STATES = (PENDING, SENDING, SENT, DEFERRED, FAILED, UNKNOWN, SKIPPED)  # `reserved` counts as pending
 ERASED = "(gelöscht)"  # the address of a row `subscribers forget` scrubbed
 
@@ -53,7 +68,8 @@ CREATE TABLE IF NOT EXISTS recipients (
     message_id TEXT,
     next_attempt_at REAL,
     updated_at TEXT,
-    sent_at TEXT
+    sent_at TEXT,
+    deferred_since REAL
 );
 -- No index on every row's state: a change of state then writes the row's page alone, and
 -- fewer pages make a faster fsync. Pending rows are found by walking seq (see _next_due).
@@ -62,7 +78,7 @@ CREATE INDEX IF NOT EXISTS recipients_deferred ON recipients (seq) WHERE state =
 """
 READ_AHEAD = 64  # pending rows fetched at once
 ROW_SELECT = ("SELECT seq, subscriber_id, email, name, state, attempts, last_code, last_reply,"
-              " message_id, next_attempt_at, sent_at FROM recipients")
+              " message_id, next_attempt_at, sent_at, deferred_since FROM recipients")
 
 
 @dataclass(frozen=True)
@@ -78,6 +94,11 @@ class Row:
     message_id: str | None
     next_attempt_at: float | None
     sent_at: str | None
+    deferred_since: float | None  # when its first temporary failure came: the retry window starts
+
+
+class JournalError(NewsletterError):
+    """A send journal cannot be read or written (a damaged file, a full disk)."""
 
 
 _stamp_cache = (-1, "")
@@ -93,36 +114,61 @@ def _stamp() -> str:
 
 
 class SendJournal:
-    """One issue's journal file. Only one `send` may hold it at a time (a file lock says so)."""
+    """One issue's journal file, and the only door to it: `with SendJournal(path) as journal:`.
+
+    Only one `send` may hold it at a time (a file lock says so). A damaged file or a full disk
+    raises JournalError naming the file, never a bare sqlite3 error.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._walked = 0  # no pending row below this seq that this journal has not handed out
         self._ahead: list[tuple] = []  # pending rows read ahead, the next one last
-        # timeout: wait for `subscribers forget` scrubbing this journal from another process
-        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")  # durable writes ask for FULL (module docstring)
-        self.db.executescript(SCHEMA)
-        # Only this journal's own `finish` makes rows deferred; until then no need to look for them.
-        self._deferred = self.db.execute(
-            "SELECT EXISTS (SELECT 1 FROM recipients WHERE state = ?)", (DEFERRED,)).fetchone()[0] == 1
+        with self._sqlite_errors():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # timeout: wait for `subscribers forget` scrubbing this journal from another process
+            self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")  # durable writes ask for FULL (module docstring)
+            self.db.executescript(SCHEMA)
+            columns = {row[1] for row in self.db.execute("PRAGMA table_info(recipients)")}
+            if "deferred_since" not in columns:  # a journal from before the retry window
+                self.db.execute("ALTER TABLE recipients ADD COLUMN deferred_since REAL")
+            # Only this journal's own `finish` makes rows deferred; until then no need to look for them.
+            self._deferred = self.db.execute(
+                "SELECT EXISTS (SELECT 1 FROM recipients WHERE state = ?)", (DEFERRED,)).fetchone()[0] == 1
         self.run_lock = FileLock(str(path) + ".lock")
 
     @classmethod
     def existing(cls, path: Path) -> SendJournal | None:
         return cls(path) if path.exists() else None
 
+    def __enter__(self) -> SendJournal:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def _sqlite_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise JournalError(f"{self.path}: Versandprotokoll nicht les- oder schreibbar ({exc}); "
+                               "ist die Festplatte voll?") from None
+        except OSError as exc:
+            raise JournalError(f"{self.path}: {exc.strerror or exc}") from None
+
     def close(self) -> None:
-        self.flush()
-        self.db.close()
+        with self._sqlite_errors():
+            self.flush()
+            self.db.close()
 
     def commit(self) -> None:
         """Commit what `finish` left open, without waiting for the disk: before a pause, so the
         write lock is not held while a send waits (`subscribers forget` must get in)."""
-        with self._lock:
+        with self._lock, self._sqlite_errors():
             if self.db.in_transaction:
                 self.db.execute("COMMIT")
 
@@ -136,7 +182,7 @@ class SendJournal:
     def _synced(self) -> Iterator[None]:
         """Under the lock, every commit waits for the disk (FULL) until the block ends. An outcome
         `finish` left open is committed first: the setting cannot change inside a transaction."""
-        with self._lock:
+        with self._lock, self._sqlite_errors():
             if self.db.in_transaction:
                 self.db.execute("COMMIT")
             self.db.execute("PRAGMA synchronous=FULL")
@@ -168,7 +214,7 @@ class SendJournal:
         """One change that need only survive a killed process: it joins the transaction `finish`
         left open (one commit for the outcome and the next `start`) and commits without waiting
         for the disk, or, with commit=False, leaves it open for the next write."""
-        with self._lock:
+        with self._lock, self._sqlite_errors():
             if not self.db.in_transaction:
                 self.db.execute("BEGIN IMMEDIATE")
             try:
@@ -202,8 +248,14 @@ class SendJournal:
     # -- metadata -------------------------------------------------------------------------
 
     def meta(self, key: str) -> str | None:
-        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        with self._sqlite_errors():
+            row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
+
+    def set_meta(self, values: dict[str, str]) -> None:
+        """Remember facts about the run (how the last one ended, and the reply that ended it)."""
+        with self._write():
+            self.db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", values.items())
 
     @property
     def frozen(self) -> bool:
@@ -235,7 +287,7 @@ class SendJournal:
         return self.db.execute("SELECT COUNT(*) FROM recipients").fetchone()[0]
 
     def counts(self) -> dict[str, int]:
-        counts = dict.fromkeys(STATES, 0)
+        counts: dict[str, int] = dict.fromkeys(STATES, 0)
         for state, count in self.db.execute("SELECT state, COUNT(*) FROM recipients GROUP BY state"):
             counts[PENDING if state == RESERVED else state] += count
         return counts
@@ -245,6 +297,14 @@ class SendJournal:
         marks = ",".join("?" * len(wanted))
         cursor = self.db.execute(f"{ROW_SELECT} WHERE state IN ({marks}) ORDER BY seq", wanted)
         return [Row(*values) for values in cursor]
+
+    def problems(self) -> list[Row]:
+        """Rows that need a word in `status`: failed, unclear, deferred, and pending rows the
+        server refused to take for now (they keep that reply)."""
+        with self._sqlite_errors():
+            cursor = self.db.execute(f"{ROW_SELECT} WHERE state IN (?, ?, ?) OR (state = ? AND last_code IS NOT NULL)"
+                                     " ORDER BY seq", (FAILED, UNKNOWN, DEFERRED, PENDING))
+            return [Row(*values) for values in cursor]
 
     def earliest_retry(self) -> float | None:
         return self.db.execute(
@@ -332,20 +392,24 @@ class SendJournal:
             return due or None
         return pending
 
-    def release(self, row: Row) -> None:
+    def release(self, row: Row, code: int | None = None, reply: str | None = None) -> None:
         """Give a reserved or started row back untouched: nothing was sent for it.
 
-        A row `subscribers forget` made `skipped` meanwhile stays skipped.
+        With a reply (the server refused the account, not this person) the row keeps it, so
+        `status` can say why it is still pending. A row `subscribers forget` made `skipped`
+        meanwhile stays skipped.
         """
         with self._write():
-            self.db.execute("UPDATE recipients SET state = ?, attempts = ?, updated_at = ?"
+            self.db.execute("UPDATE recipients SET state = ?, attempts = ?, updated_at = ?,"
+                            " last_code = COALESCE(?, last_code), last_reply = COALESCE(?, last_reply)"
                             " WHERE seq = ? AND state IN (?, ?)",
-                            (row.state, row.attempts, _stamp(), row.seq, RESERVED, SENDING))
+                            (row.state, row.attempts, _stamp(), code, reply, row.seq, RESERVED, SENDING))
             self._rewind(row.seq - 1)
             self._deferred = self._deferred or row.state == DEFERRED
 
-    def finish(self, seq: int, state: str, code: int | None = None, reply: str | None = None,
-               message_id: str | None = None, next_attempt_at: float | None = None) -> None:
+    def finish(self, seq: int, state: RowState, code: int | None = None, reply: str | None = None,
+               message_id: str | None = None, next_attempt_at: float | None = None,
+               deferred_since: float | None = None) -> None:
         """Record the outcome of one attempt; `sent` gets its timestamp for the daily limit.
 
         Committed by the next write: normally the worker's next `start`, so the outcome and the
@@ -360,26 +424,60 @@ class SendJournal:
                 "UPDATE recipients SET state = ?, last_code = ?,"
                 " last_reply = CASE WHEN email = ? THEN NULL ELSE ? END,"  # a reply may quote the address
                 " message_id = COALESCE(?, message_id), next_attempt_at = ?, updated_at = ?,"
-                " sent_at = CASE WHEN ? = 'sent' THEN ? ELSE sent_at END WHERE seq = ?",
-                (state, code, ERASED, reply, message_id, next_attempt_at, _stamp(), state, _stamp(), seq))
+                " sent_at = CASE WHEN ? = 'sent' THEN ? ELSE sent_at END, deferred_since = ? WHERE seq = ?",
+                (state, code, ERASED, reply, message_id, next_attempt_at, _stamp(), state, _stamp(),
+                 deferred_since, seq))
+
+    def has_pending(self) -> bool:
+        """Whether any row waits for its first try (pending, or reserved by a worker)."""
+        with self._sqlite_errors():
+            return self.db.execute("SELECT EXISTS (SELECT 1 FROM recipients WHERE state IN (?, ?))",
+                                   (PENDING, RESERVED)).fetchone()[0] == 1
+
+    def sent_since(self, since: str) -> int:
+        """Messages sent at or after `since` (ISO 8601 in UTC), for [smtp] daily_limit."""
+        with self._sqlite_errors():
+            return self.db.execute("SELECT COUNT(*) FROM recipients WHERE state = ? AND sent_at >= ?",
+                                   (SENT, since)).fetchone()[0]
+
+    def erase(self, email: str) -> int:
+        """Scrub one address from this journal (GDPR Art. 17); returns how many rows it was on.
+
+        The row stays, so a resumed send still knows it is done, but without address, name or
+        reply; a row not yet sent becomes `skipped`: an erased person is never mailed. The old
+        bytes are overwritten, in the file and in its write-ahead log.
+        """
+        with self._lock, self._sqlite_errors():
+            self.db.execute("PRAGMA secure_delete = ON")
+        with self._write():
+            rows = self.db.execute(
+                "UPDATE recipients SET email = ?, name = '', last_reply = NULL,"
+                " state = CASE WHEN state IN (?, ?, ?) THEN ? ELSE state END WHERE lower(email) = lower(?)",
+                (ERASED, PENDING, RESERVED, DEFERRED, SKIPPED, email)).rowcount
+        with self._lock, self._sqlite_errors():
+            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return rows
 
 
 def journal_path(journal_dir: Path, slug: str) -> Path:
     return journal_dir / f"{slug}.sqlite"
 
 
+def journals(journal_dir: Path) -> list[Path]:
+    """Every issue's journal file, by name."""
+    return sorted(journal_dir.glob("*.sqlite"))
+
+
 def sent_today(journal_dir: Path) -> int:
-    """Messages sent since local midnight across all issues, for [smtp] daily_limit."""
+    """Messages sent since local midnight across all issues, for [smtp] daily_limit.
+
+    Fails closed: a journal that cannot be read raises JournalError rather than counting as
+    zero, which would let a send exceed the provider's daily limit.
+    """
     midnight = dt.datetime.now().astimezone().replace(hour=0, minute=0, second=0, microsecond=0)
     since = midnight.astimezone(dt.UTC).isoformat(timespec="seconds")
     total = 0
-    for path in sorted(journal_dir.glob("*.sqlite")):
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            total += db.execute("SELECT COUNT(*) FROM recipients WHERE state = 'sent' AND sent_at >= ?",
-                                (since,)).fetchone()[0]
-        except sqlite3.Error:
-            pass
-        finally:
-            db.close()
+    for path in journals(journal_dir):
+        with SendJournal(path) as journal:
+            total += journal.sent_since(since)
     return total

@@ -1,8 +1,10 @@
 """Sending an issue: freeze the recipients, then deliver each message exactly once.
 
-The journal decides who is next; the transport says what the server answered; this module
-turns answers into journal states, keeps the rate, retries temporary failures with backoff,
-pauses when the provider says "too much", and stops cleanly when asked.
+The journal decides who is next; the transport says what the server answered; `replies.py`
+says whose problem an answer is. This module turns that into journal states: it keeps the
+rate, defers one person's temporary failure and retries it with backoff for a retry window
+(days, like a mail server), pauses the whole run when the server speaks about the account,
+and stops cleanly when asked. What the author sees comes back as a `SendSummary`.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from newsletter.check import CheckReport, check_issue
 from newsletter.errors import NewsletterError, TransportError
@@ -27,19 +31,47 @@ from newsletter.journal import (
     Row,
     SendJournal,
     journal_path,
+    journals,
     sent_today,
 )
-from newsletter.message import MessageFactory, Recipient, ascii_address
+from newsletter.message import MessageFactory, Recipient, ascii_address, validate_message
+from newsletter.preview import SAMPLE, recipient_merge_values
 from newsletter.render import RenderedIssue
-from newsletter.subscribers import ACTIVE, BOUNCED, SubscriberStore
-from newsletter.transport import Delivery, Transport
+from newsletter.replies import Reply, Verdict, may_be_a_streak, verdict
+from newsletter.subscribers import ACTIVE, BOUNCED, SubscriberStore, normalize_email
+from newsletter.texts import texts
+from newsletter.transport import SmtpTransport, Transport, make_transport, smtp_password
 from newsletter.workspace import Workspace
 
-DONE, INTERRUPTED, DAILY_LIMIT, PROVIDER_LIMIT, WAITING = (
-    "done", "interrupted", "daily_limit", "provider_limit", "waiting")
+
+class Event(StrEnum):
+    """What a run reports while it goes, for the progress bar."""
+
+    SENT = "sent"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+    DEFERRED = "deferred"
+    PAUSE = "pause"        # the server refused the account; the note says until when and why
+    WAITING = "waiting"    # nothing due; a deferred retry comes within a minute
+    SENDING = "sending"    # back to work after a pause or a wait
 
 
-REFUSALS_IN_A_ROW = 3
+class Outcome(StrEnum):
+    """How a run ended; each has its exit code (EXIT_CODES, documented in docs/anleitung.md)."""
+
+    COMPLETE = "complete"              # every recipient sent, or skipped because they left
+    PROVIDER_LIMIT = "provider_limit"  # the server kept refusing the account: stopped, nobody lost
+    WAITING = "waiting"                # deferred recipients wait for a later try
+    DAILY_LIMIT = "daily_limit"        # [smtp] daily_limit reached: the rest tomorrow
+    FAILURES = "failures"              # nothing left to try, but some failed or are unclear
+    INTERRUPTED = "interrupted"        # Ctrl-C
+
+
+EXIT_CODES = {Outcome.COMPLETE: 0, Outcome.PROVIDER_LIMIT: 3, Outcome.WAITING: 4, Outcome.DAILY_LIMIT: 4,
+              Outcome.FAILURES: 5, Outcome.INTERRUPTED: 130}
+
+REFUSALS_IN_A_ROW = 3  # the same permanent refusal for this many people in a row: the server's problem
+STREAK = 3             # the same temporary refusal for this many different people in a row: the account
 
 
 @dataclass(frozen=True)
@@ -48,22 +80,51 @@ class SendOptions:
     daily_limit: int = 0               # 0: no limit
     connections: int = 1
     retry_delay: float = 60.0          # first retry of a 4xx after this many seconds, then doubling
-    max_attempts: int = 5              # then a deferred message counts as failed
-    max_wait: float = 900.0            # how long a run waits for retries before leaving them for later
-    limit_pause: float = 600.0         # pause after the provider says "too many"
-    max_pauses: int = 3                # then stop and let the author continue later
+    max_backoff: float = 3600.0        # retries at least once an hour, like a mail server's queue
+    retry_window: float = 3 * 86400.0  # then a recipient's temporary failure counts as failed
+    max_wait: float = 60.0             # a run waits for a retry this close; a later one, a later run
+    limit_pause: float = 600.0         # pause after the server refuses the account
+    max_pauses: int = 3                # pauses in a row without a message getting through, then stop
+
+
+@dataclass(frozen=True)
+class Problem:
+    email: str
+    reply: str
 
 
 @dataclass
 class SendSummary:
     counts: dict[str, int]
-    reason: str
+    outcome: Outcome
     transport: str
     seconds: float
     delivered_now: int = 0
-    failed_now: list[tuple[str, int | None, str]] = field(default_factory=list)
+    failed_now: list[Problem] = field(default_factory=list)
     bounced_now: list[str] = field(default_factory=list)
     recovered_unknown: int = 0
+    content_changed: bool = False
+    archive_note: str = ""
+    stop_reply: str = ""              # the server's reply that paused or stopped the run
+    next_retry: float | None = None   # when the first deferred recipient is due again
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES[self.outcome]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "outcome": str(self.outcome), "exit_code": self.exit_code, "counts": dict(self.counts),
+            "transport": self.transport, "seconds": round(self.seconds, 3), "delivered_now": self.delivered_now,
+            "failed_now": [{"email": p.email, "reply": p.reply} for p in self.failed_now],
+            "bounced_now": self.bounced_now, "recovered_unknown": self.recovered_unknown,
+            "content_changed": self.content_changed, "stop_reply": self.stop_reply or None,
+            "next_retry": _iso(self.next_retry),
+        }
+
+
+def _iso(when: float | None) -> str | None:
+    return None if when is None else dt.datetime.fromtimestamp(when).astimezone().isoformat(timespec="seconds")
 
 
 def file_stamp(path: Path) -> tuple[int, int, int]:
@@ -110,13 +171,16 @@ class SubscriberWatch:
             return self.active
 
 
+Progress = Callable[[Event, str], None]
+
+
 class SendRun:
-    """Delivers the due rows of one journal over one or more transports."""
+    """Delivers the due rows of one journal over one or more transports (one worker each)."""
 
     def __init__(self, journal: SendJournal, factory: MessageFactory,
                  transports: Callable[[], Transport], store: SubscriberStore,
                  options: SendOptions, journal_dir: Path,
-                 progress: Callable[[str], None] = lambda state: None,
+                 progress: Progress = lambda event, note: None,
                  clock: Callable[[], float] = time.time, audience: Audience | None = None) -> None:
         self.journal = journal
         self.factory = factory
@@ -131,43 +195,55 @@ class SendRun:
         self._pace = threading.Lock()
         self._next_slot = 0.0
         self._state = threading.Lock()
-        self.reason = DONE
+        self.reason: Outcome | None = None  # set when the run is stopped before it runs out of work
         self.error: BaseException | None = None
-        self.pauses = 0
         self.sent_today = 0
-        self.summary_failed: list[tuple[str, int | None, str]] = []
-        self.summary_bounced: list[str] = []
+        self.failed_now: list[Problem] = []
+        self.bounced_now: list[str] = []
         self.delivered = 0
         self.description = ""
-        self._refusals = 0
-        self._last_refusal: tuple[int, str] | None = None
+        self.workers = 0            # alive right now
+        self.pauses = 0             # rounds in a row, without a message getting through in between
+        self.paused_until = 0.0     # clock time: the end of the current round of pauses
+        self.stop_reply = ""
+        self._refusals: tuple[tuple[int, str] | None, int] = (None, 0)
+        self._streak: tuple[str, set[str]] = ("", set())
 
     def run(self) -> SendSummary:
         started = time.monotonic()
         self.sent_today = sent_today(self.journal_dir) if self.options.daily_limit else 0
-        workers = [threading.Thread(target=self._worker, name=f"send-{n}", daemon=True)
-                   for n in range(max(1, self.options.connections))]
-        for worker in workers:
-            worker.start()
+        count = max(1, self.options.connections)
+        self.workers = count
+        threads = [threading.Thread(target=self._worker, name=f"send-{n}", daemon=True) for n in range(count)]
+        for thread in threads:
+            thread.start()
         try:
-            for worker in workers:
-                while worker.is_alive():
-                    worker.join(0.2)
+            for thread in threads:
+                while thread.is_alive():
+                    thread.join(0.2)
         except KeyboardInterrupt:  # a second Ctrl-C while waiting: stop right now
-            self.halt(INTERRUPTED)
+            self.halt(Outcome.INTERRUPTED)
             raise
         if self.error is not None:
             raise self.error
         counts = self.journal.counts()
-        if self.reason == DONE and counts[DEFERRED]:
-            self.reason = WAITING
         return SendSummary(
-            counts=counts, reason=self.reason, transport=self.description,
+            counts=counts, outcome=self._outcome(counts), transport=self.description,
             seconds=time.monotonic() - started, delivered_now=self.delivered,
-            failed_now=self.summary_failed, bounced_now=self.summary_bounced,
+            failed_now=self.failed_now, bounced_now=self.bounced_now, stop_reply=self.stop_reply,
+            next_retry=self.journal.earliest_retry(),
         )
 
-    def halt(self, reason: str) -> None:
+    def _outcome(self, counts: dict[str, int]) -> Outcome:
+        if self.reason is not None:
+            return self.reason
+        if counts[PENDING] or counts[DEFERRED]:
+            return Outcome.WAITING
+        if counts[FAILED] or counts[UNKNOWN]:
+            return Outcome.FAILURES
+        return Outcome.COMPLETE
+
+    def halt(self, reason: Outcome) -> None:
         with self._state:
             if not self.stop.is_set():
                 self.reason = reason
@@ -176,27 +252,30 @@ class SendRun:
     # -- one worker: one connection ---------------------------------------------------------
 
     def _worker(self) -> None:
-        transport = self.transports()
-        self.description = transport.description
         held: Row | None = None  # reserved for this worker's next message, not started yet
+        pause = [0.0]  # until when the server refused this worker (clock time)
         try:
-            while not self.stop.is_set():
-                if held is None:
-                    held = self.journal.reserve(self.clock())
+            with self.transports() as transport:
+                self.description = transport.description
+                while not self.stop.is_set():
+                    if pause[0] and not self._wait_while_paused(pause):
+                        return
                     if held is None:
-                        if not self._wait_for_retry():
-                            return
-                        continue
-                if self.options.daily_limit and self._daily_limit_reached():
-                    return
-                self._wait_for_slot()
-                if self.stop.is_set():
-                    return
-                row, held = held, None
-                held = self._send_one(transport, row)
+                        held = self.journal.reserve(self.clock())
+                        if held is None:
+                            if not self._wait_for_retry():
+                                return
+                            continue
+                    if self.options.daily_limit and self._daily_limit_reached():
+                        return
+                    self._wait_for_slot()
+                    if self.stop.is_set():
+                        return
+                    row, held = held, None
+                    held = self._send_one(transport, row, pause)
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread, which re-raises
-            self.error = exc
-            self.halt(INTERRUPTED)
+            self.error = self.error or exc
+            self.halt(Outcome.INTERRUPTED)
         finally:
             try:
                 if held is not None:
@@ -204,11 +283,12 @@ class SendRun:
                 self.journal.flush()  # the last outcome, which no further start commits
             except BaseException as exc:  # noqa: BLE001 - handed to the main thread, which re-raises
                 self.error = self.error or exc
-                self.halt(INTERRUPTED)
+                self.halt(Outcome.INTERRUPTED)
             finally:
-                transport.close()
+                with self._state:
+                    self.workers -= 1
 
-    def _send_one(self, transport: Transport, row: Row) -> Row | None:
+    def _send_one(self, transport: Transport, row: Row, pause: list[float]) -> Row | None:
         """Send one reserved row; returns the row reserved for the next message meanwhile.
 
         That reservation waits for the disk (an fsync, see journal.py). The transport makes it
@@ -223,6 +303,12 @@ class SendRun:
             if not following:
                 following.append(self.journal.reserve(self.clock()))
 
+        def release_following() -> None:
+            for reserved in following:
+                if reserved is not None:
+                    self.journal.release(reserved)
+            following.clear()
+
         recipient = Recipient(row.subscriber_id, row.email, row.name)
         try:
             allowed = self.watch.refresh()  # who left since the last message is skipped from now on
@@ -231,68 +317,97 @@ class SendRun:
             raise
         if not self.journal.start(row, allowed):  # left, bounced or erased (the address is gone then)
             return None
-        delivery: Delivery | None = None
+        message_id = self.factory.message_id(recipient)
+        reply: Reply | None = None
         try:
-            delivery = transport.deliver(self.factory.envelope_from, ascii_address(row.email),
-                                         lambda: self.factory.build(recipient).data, before_end)
-            self._record(row, self.factory.message_id(recipient), delivery)
+            reply = transport.deliver(self.factory.envelope_from, ascii_address(row.email),
+                                      lambda: self.factory.build(recipient).data, before_end,
+                                      envid=message_id.strip("<>").partition("@")[0])
+            until = self._record(row, message_id, reply, transport.where)
+            if until:
+                pause[0] = until
+                release_following()  # this worker waits: another one may have better luck
         except BaseException as exc:
-            if delivery is None and isinstance(exc, TransportError | ValueError):
-                # Nothing went out (login, TLS, refused sender, a message that cannot be built).
+            if reply is None and isinstance(exc, TransportError | ValueError):
+                # Nothing went out (login, TLS, a message that cannot be built).
                 self.journal.release(row)
-            for reserved in following:
-                if reserved is not None:
-                    self.journal.release(reserved)
+            release_following()
             raise
-        self._watch_for_refusals(delivery)
         return following[0] if following else None
 
-    def _watch_for_refusals(self, delivery: Delivery) -> None:
-        """The same permanent refusal for several people in a row is the server's problem, not theirs."""
-        refused = delivery.code >= 500 and not delivery.no_such_user
-        key = (delivery.code, delivery.reply[:12]) if refused else None
-        with self._state:
-            if key is None:
-                self._refusals = 0
-            else:
-                self._refusals = self._refusals + 1 if key == self._last_refusal else 1
-            self._last_refusal = key
-            if self._refusals >= REFUSALS_IN_A_ROW:
-                self.error = TransportError(
-                    f"der Server lehnt {REFUSALS_IN_A_ROW} Empfänger:innen in Folge gleich ab ({delivery.code} "
-                    f"{delivery.reply}); Versand angehalten. Nach dem Beheben: newsletter send … --retry-failed")
-                self.stop.set()
-
-    def _record(self, row: Row, message_id: str, delivery: Delivery) -> None:
-        journal, options = self.journal, self.options
-        if delivery.accepted:
-            journal.finish(row.seq, SENT, delivery.code, delivery.reply, message_id)
+    def _record(self, row: Row, message_id: str, reply: Reply, where: str) -> float:
+        """Turn the reply into the row's state; the end of a pause when the server refused the account."""
+        judged = verdict(reply)
+        account_streak = self._note(row, reply, judged)
+        if judged is Verdict.SENT:
+            self.journal.finish(row.seq, SENT, reply.code, reply.text, message_id)
             with self._state:
                 self.delivered += 1
                 self.sent_today += 1
-            self.progress(SENT)
-        elif delivery.maybe_delivered:
-            journal.finish(row.seq, UNKNOWN, delivery.code, delivery.reply, message_id)
-            self.progress(UNKNOWN)
-        elif delivery.provider_limit:
-            journal.release(row)
-            self._pause_for_provider()
-        elif delivery.temporary:
-            attempts = row.attempts + 1
-            if attempts >= options.max_attempts:
-                journal.finish(row.seq, FAILED, delivery.code, delivery.reply)
-                self._failed(row, delivery)
-            else:
-                retry_at = self.clock() + options.retry_delay * 2 ** (attempts - 1)
-                journal.finish(row.seq, DEFERRED, delivery.code, delivery.reply, next_attempt_at=retry_at)
-                self.progress(DEFERRED)
+                self.pauses = 0
+            self.progress(Event.SENT, "")
+        elif judged is Verdict.MAYBE_SENT:
+            self.journal.finish(row.seq, UNKNOWN, reply.code, reply.text, message_id)
+            self.progress(Event.UNKNOWN, "")
+        elif judged is Verdict.PAUSE:
+            self.journal.release(row, reply.code, reply.text)
+            return self._pause(reply)
+        elif judged is Verdict.RETRY:
+            self._defer(row, reply)
+            if account_streak:
+                return self._pause(reply)
+        elif judged is Verdict.SENDER_REFUSED:
+            self.journal.release(row, reply.code, reply.text)
+            raise TransportError(f"{where}: Absender {self.factory.envelope_from} abgelehnt ({reply})")
         else:
-            journal.finish(row.seq, FAILED, delivery.code, delivery.reply)
-            self._failed(row, delivery)
-            if delivery.no_such_user:
+            self.journal.finish(row.seq, FAILED, reply.code, reply.text)
+            self._failed(row, reply)
+            if judged is Verdict.NO_SUCH_MAILBOX:
                 self._mark_bounced(row.subscriber_id)
                 with self._state:
-                    self.summary_bounced.append(row.email)
+                    self.bounced_now.append(row.email)
+            else:
+                self._watch_for_refusals(reply)
+        return 0.0
+
+    def _note(self, row: Row, reply: Reply, judged: Verdict) -> bool:
+        """Keep the streak of temporary refusals; True when different people in a row get the same one."""
+        with self._state:
+            kind, people = self._streak
+            if not may_be_a_streak(reply):
+                self._streak = ("", set()) if judged is not Verdict.PAUSE else self._streak
+                return False
+            if reply.kind != kind:
+                kind, people = reply.kind, set()
+            people = people | {row.subscriber_id}
+            self._streak = (kind, people) if len(people) < STREAK else ("", set())
+            return len(people) >= STREAK
+
+    def _defer(self, row: Row, reply: Reply) -> None:
+        """One person's temporary failure: retry with backoff, for the retry window, then fail."""
+        now = self.clock()
+        since = row.deferred_since or now
+        if now - since >= self.options.retry_window:
+            self.journal.finish(row.seq, FAILED, reply.code, reply.text, deferred_since=since)
+            self._failed(row, reply)
+            return
+        backoff = min(self.options.retry_delay * 2 ** row.attempts, self.options.max_backoff)
+        self.journal.finish(row.seq, DEFERRED, reply.code, reply.text, next_attempt_at=now + backoff,
+                            deferred_since=since)
+        self.progress(Event.DEFERRED, "")
+
+    def _watch_for_refusals(self, reply: Reply) -> None:
+        """The same permanent refusal for several people in a row is the server's problem, not theirs."""
+        key = (reply.code, reply.text[:12])
+        with self._state:
+            last, count = self._refusals
+            count = count + 1 if key == last else 1
+            self._refusals = (key, count)
+            if count >= REFUSALS_IN_A_ROW:
+                self.error = TransportError(
+                    f"der Server lehnt {REFUSALS_IN_A_ROW} Empfänger:innen in Folge gleich ab ({reply}); "
+                    "Versand angehalten. Nach dem Beheben: newsletter send … --retry-failed")
+                self.stop.set()
 
     def _mark_bounced(self, subscriber_id: str) -> None:
         """The mailbox does not exist: never mail it again. Someone who already left stays `unsubscribed`."""
@@ -301,12 +416,50 @@ class SendRun:
             if person is not None and person.status == ACTIVE:
                 people.set_status(person, BOUNCED)
 
-    def _failed(self, row: Row, delivery: Delivery) -> None:
+    def _failed(self, row: Row, reply: Reply) -> None:
         with self._state:
-            self.summary_failed.append((row.email, delivery.code, delivery.reply))
-        self.progress(FAILED)
+            self.failed_now.append(Problem(row.email, str(reply)))
+        self.progress(Event.FAILED, "")
 
     # -- waiting ----------------------------------------------------------------------------
+
+    def _pause(self, reply: Reply) -> float:
+        """The server refused the account (a limit, a full disk, "closing connection"): this
+        worker waits; the others go on until the server refuses them too, and then wait until
+        the same moment (one round of pauses). Rounds in a row without a message getting
+        through are counted, and after `max_pauses` the run stops: nobody is marked failed
+        for the account's problem. Returns the end of the pause, 0.0 when the run stops."""
+        with self._state:
+            self.stop_reply = str(reply)
+            now = self.clock()
+            if self.paused_until > now:
+                return self.paused_until  # this round is on already
+            self.pauses += 1
+            stop = self.pauses > self.options.max_pauses
+            if not stop:
+                self.paused_until = now + self.options.limit_pause
+            until = self.paused_until
+        if stop:
+            self.halt(Outcome.PROVIDER_LIMIT)
+            return 0.0
+        self.progress(Event.PAUSE, f"bis {dt.datetime.fromtimestamp(until).astimezone():%H:%M}: {reply}")
+        return until
+
+    def _wait_while_paused(self, pause: list[float]) -> bool:
+        """Wait out this worker's pause; False when nothing is left that waits for a first try
+        (the other workers sent it meanwhile): then this worker ends at once instead of keeping
+        a finished run open."""
+        while not self.stop.is_set():
+            remaining = pause[0] - self.clock()
+            if remaining <= 0:
+                pause[0] = 0.0
+                self.progress(Event.SENDING, "")
+                return True
+            if not self.journal.has_pending():
+                return False
+            self.journal.commit()  # no write lock held while waiting
+            self.stop.wait(min(remaining, 0.1))
+        return False
 
     def _wait_for_slot(self) -> None:
         """Keep the configured rate across all connections."""
@@ -321,34 +474,24 @@ class SendRun:
             self.stop.wait(slot - now)
 
     def _wait_for_retry(self) -> bool:
-        """Nothing due for this worker: wait for the next deferred retry if it comes soon enough,
-        else end (the run says WAITING if deferred rows are left when all workers are done)."""
+        """Nothing due for this worker: wait for the next deferred retry if it comes within
+        `max_wait`, else end (the run reports WAITING with the time of the next try)."""
         retry_at = self.journal.earliest_retry()
         if retry_at is None:
             return False
         delay = retry_at - self.clock()
         if delay > self.options.max_wait:  # this worker ends; others may still hold rows to send
             return False
-        self.progress("waiting")
+        self.journal.commit()
+        self.progress(Event.WAITING, "")
         self.stop.wait(max(0.0, min(delay, 1.0)))
         return True
-
-    def _pause_for_provider(self) -> None:
-        """The provider's hourly cap: wait politely instead of burning through the list."""
-        with self._state:
-            self.pauses += 1
-            too_many = self.pauses > self.options.max_pauses
-        if too_many:
-            self.halt(PROVIDER_LIMIT)
-            return
-        self.progress("pause")
-        self.stop.wait(self.options.limit_pause)
 
     def _daily_limit_reached(self) -> bool:
         with self._state:
             reached = self.sent_today >= self.options.daily_limit
         if reached:
-            self.halt(DAILY_LIMIT)
+            self.halt(Outcome.DAILY_LIMIT)
         return reached
 
 
@@ -366,6 +509,14 @@ class SendPlan:
     to_send: int
     already: dict[str, int] | None  # counts of an existing journal, None for a first run
     audience: Audience | None = None  # first run: who it goes to, read once for plan, journal and watch
+    transport: str = ""
+    rate: float | None = None
+    last_stop: str = ""  # how the previous run of this issue ended, if it stopped early
+
+    def again(self, retry_unknown: bool, retry_failed: bool) -> int:
+        """How many more the author asks for with --retry-unknown / --retry-failed."""
+        already = self.already or {}
+        return (already.get(UNKNOWN, 0) if retry_unknown else 0) + (already.get(FAILED, 0) if retry_failed else 0)
 
 
 def plan_send(workspace: Workspace, issue: Issue) -> SendPlan:
@@ -374,6 +525,9 @@ def plan_send(workspace: Workspace, issue: Issue) -> SendPlan:
     if not report.ok or report.rendered is None:
         raise NewsletterError(f"{issue.path.name}: `newsletter check` meldet {len(report.errors)} Fehler; "
                               f"nichts wurde gesendet. Erster Fehler: {report.errors[0]}")
+    smtp = workspace.config.smtp
+    transport = make_transport(smtp, workspace.outbox_dir / issue.slug, workspace.config.path.parent, "")
+    rate = smtp.messages_per_second if smtp.host else None
     path = journal_path(workspace.journal_dir, issue.slug)
     journal = SendJournal.existing(path)
     if journal is None:
@@ -381,23 +535,27 @@ def plan_send(workspace: Workspace, issue: Issue) -> SendPlan:
         audience = read_audience(SubscriberStore(workspace.subscribers_path))
         if not audience.people:
             raise NewsletterError("keine aktiven, bestätigten Abonnent:innen; nichts zu senden")
-        return SendPlan(issue, report, report.rendered, path, len(audience.people), None, audience)
-    try:
+        return SendPlan(issue, report, report.rendered, path, len(audience.people), None, audience,
+                        transport.description, rate)
+    with journal:
         counts = journal.counts()
         due = counts[PENDING] + counts[DEFERRED]  # rows left `sending` become `unknown`, not resent
-        return SendPlan(issue, report, report.rendered, path, due, counts)
-    finally:
-        journal.close()
+        last = journal.meta("last_outcome")
+        stop = f"{last_run_text(last)} ({journal.meta('last_reply')})" if last and journal.meta("last_reply") else ""
+        return SendPlan(issue, report, report.rendered, path, due, counts, None, transport.description, rate, stop)
+
+
+def last_run_text(outcome: str) -> str:
+    return {Outcome.PROVIDER_LIMIT: "letzter Lauf vom Server angehalten",
+            Outcome.WAITING: "letzter Lauf: Empfänger:innen zurückgestellt",
+            Outcome.DAILY_LIMIT: "letzter Lauf: Tageslimit erreicht"}.get(Outcome(outcome), "letzter Lauf")
 
 
 def _refuse_a_second_send_under_a_new_name(workspace: Workspace, issue: Issue) -> None:
     """A renamed issue file would start a fresh journal and mail everyone again: refuse that."""
-    for other in sorted(workspace.journal_dir.glob("*.sqlite")):
-        journal = SendJournal(other)
-        try:
+    for other in journals(workspace.journal_dir):
+        with SendJournal(other) as journal:
             subject = journal.meta("subject")
-        finally:
-            journal.close()
         if subject == issue.subject:
             raise NewsletterError(
                 f"{issue.path.name}: eine Ausgabe mit demselben Betreff wurde schon als „{other.stem}“ versendet. "
@@ -429,4 +587,100 @@ def options_from(workspace: Workspace) -> SendOptions:
     return SendOptions(rate=smtp.messages_per_second if smtp.host else None,
                        daily_limit=smtp.daily_limit if smtp.host else 0,
                        connections=smtp.connections if smtp.host else 1,
-                       retry_delay=smtp.retry_delay, limit_pause=smtp.limit_pause)
+                       retry_delay=smtp.retry_delay, retry_window=smtp.retry_seconds,
+                       limit_pause=smtp.limit_pause)
+
+
+def transport_factory(workspace: Workspace, folder: str) -> Callable[[], Transport]:
+    """One transport per connection; the password (maybe from password_command) is asked for once, now."""
+    config = workspace.config
+    password = smtp_password(config.smtp) if config.smtp.host else ""
+    return lambda: make_transport(config.smtp, workspace.outbox_dir / folder, config.path.parent, password)
+
+
+def send_issue(workspace: Workspace, plan: SendPlan, *, retry_unknown: bool = False, retry_failed: bool = False,
+               progress: Progress = lambda event, note: None,
+               on_start: Callable[[int, int], None] = lambda total, done: None,
+               on_run: Callable[[SendRun], None] = lambda run: None,
+               transports: Callable[[], Transport] | None = None,
+               clock: Callable[[], float] = time.time,
+               refresh_archive: Callable[[Workspace], str] = lambda workspace: "") -> SendSummary:
+    """The whole send after the author said yes: freeze (first run), recover what a dead run
+    left, put back what the author asked to retry, deliver, and remember how it ended."""
+    transports = transports or transport_factory(workspace, plan.issue.slug)
+    with open_journal(workspace, plan) as journal:
+        archive_note = refresh_archive(workspace)
+        with journal.running():
+            recovered = journal.recover()
+            if retry_unknown:
+                journal.retry(UNKNOWN)
+            if retry_failed:
+                journal.retry(FAILED)
+            changed = journal.meta("content") not in (None, content_hash(plan.rendered))
+            factory = MessageFactory(plan.rendered, workspace.config, workspace.secret())
+            run = SendRun(journal, factory, transports, SubscriberStore(workspace.subscribers_path),
+                          options_from(workspace), workspace.journal_dir, progress=progress, clock=clock,
+                          audience=plan.audience)
+            on_run(run)
+            counts = journal.counts()
+            on_start(journal.total(), journal.total() - counts[PENDING] - counts[DEFERRED])
+            try:
+                summary = run.run()
+            except KeyboardInterrupt:
+                journal.set_meta({"last_outcome": Outcome.INTERRUPTED, "last_reply": ""})
+                raise
+            journal.set_meta({"last_outcome": summary.outcome, "last_reply": summary.stop_reply})
+    summary.recovered_unknown, summary.content_changed, summary.archive_note = recovered, changed, archive_note
+    return summary
+
+
+# -- before the real send: test copies and the dry run --------------------------------------
+
+
+@dataclass(frozen=True)
+class TestCopy:
+    address: str
+    transport: str
+
+
+def send_test_copies(workspace: Workspace, issue: Issue, addresses: list[str]) -> list[TestCopy]:
+    """A [TEST] copy to each address, with sample merge values; no journal, nobody else."""
+    report = check_issue(workspace, issue)
+    if not report.ok or report.rendered is None:
+        raise NewsletterError(f"{issue.path.name}: check meldet Fehler: {report.errors[0]}")
+    values = recipient_merge_values(workspace, SAMPLE)
+    prefix = texts(workspace.config.newsletter.language)["test_prefix"]
+    factory = MessageFactory(report.rendered, workspace.config, workspace.secret(), prefix, values)
+    copies = []
+    with transport_factory(workspace, "test")() as transport:
+        for address in addresses:
+            message = factory.build(Recipient("test", normalize_email(address)))
+            reply = transport.deliver(factory.envelope_from, message.envelope_to, message.data)
+            if not reply.accepted:
+                raise NewsletterError(f"{address}: nicht angenommen ({reply})")
+            copies.append(TestCopy(address, transport.description))
+    return copies
+
+
+@dataclass(frozen=True)
+class DryRun:
+    messages: int
+    problems: list[Problem]
+    connection: str  # what was tried on the way out: "" for --offline or the outbox
+
+
+def dry_run(workspace: Workspace, plan: SendPlan, offline: bool = False) -> DryRun:
+    """Build and check every message; unless offline, also prove the way out: connect, start
+    TLS, log in and quit, without a MAIL FROM. A problem there raises the same TransportError
+    the real send would."""
+    factory = MessageFactory(plan.rendered, workspace.config, workspace.secret())
+    people = list(SubscriberStore(workspace.subscribers_path).active())
+    problems = [Problem(person.email, rule) for person in people
+                for rule in validate_message(factory.build(Recipient(person.id, person.email, person.name)).data)]
+    connection = ""
+    if not offline and workspace.config.smtp.host:
+        with transport_factory(workspace, plan.issue.slug)() as transport:
+            assert isinstance(transport, SmtpTransport)
+            transport.probe(factory.envelope_from)
+            connection = transport.description
+    return DryRun(len(people), problems, connection)

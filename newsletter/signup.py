@@ -337,7 +337,7 @@ def invite_pending(workspace: Workspace, emails: list[str] | None = None) -> lis
             delivery = transport.deliver(mail.envelope_from, mail.envelope_to, mail.data)
             if not delivery.accepted:
                 raise NewsletterError(f"{person.email}: Bestätigungsmail nicht angenommen "
-                                      f"({delivery.code} {delivery.reply}); schon gesendet: {len(sent)}")
+                                      f"({delivery}); schon gesendet: {len(sent)}")
             sent.append(person.email)
     finally:
         transport.close()

@@ -1,8 +1,8 @@
 """Transports: SMTP (one verified, reused connection) or the outbox folder (.eml files).
 
-Each delivery returns a `Delivery` saying what the server answered. Problems that concern one
-recipient come back as a Delivery; problems that concern the whole run (login, TLS, refused
-sender, unreachable server) raise TransportError naming host:port.
+`deliver` returns the server's `Reply` and the step it came at; what a reply means for the send
+is decided in `replies.py`, not here. Problems no message can get past (login, TLS, an
+unreachable server) raise TransportError naming host:port.
 """
 
 from __future__ import annotations
@@ -17,59 +17,15 @@ import ssl
 import subprocess
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from types import TracebackType
+from typing import Protocol, Self
 
 from newsletter.config import SmtpSettings
 from newsletter.errors import TransportError
+from newsletter.replies import Reply, Step
 
 PASSWORD_ENV = "NEWSLETTER_SMTP_PASSWORD"  # noqa: S105 - the variable's name, not a password
-# Replies that mean "you are sending too much", not "this recipient has a problem".
-LIMIT_REPLY = re.compile(r"rate|limit|too many|exceeded|throttl|4\.7\.0|4\.5\.3|try again later", re.IGNORECASE)
-MAILBOX_FULL = re.compile(r"\b4\.2\.2\b|mailbox full|over quota", re.IGNORECASE)
-# 5.1.1 bad mailbox, 5.1.2 bad domain, 5.1.3 bad syntax, 5.1.6 moved, 5.1.10 null MX (RFC 3463, 7505).
-NO_SUCH_MAILBOX = re.compile(r"\b5\.1\.(1|2|3|6|10)\b")
-SENDER_OR_RELAY = re.compile(r"sender|relay|5\.1\.[78]\b", re.IGNORECASE)
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """The server's answer for one message, and at which step it came (connect, mail, rcpt, data)."""
-
-    code: int
-    reply: str
-    accepted: bool = False
-    maybe_delivered: bool = False  # the connection broke after the data went out
-    step: str = "data"
-
-    @property
-    def temporary(self) -> bool:
-        return 400 <= self.code < 500 or (self.code == 0 and not self.maybe_delivered)
-
-    @property
-    def no_such_user(self) -> bool:
-        """The mailbox does not exist (5.1.1 and kin): mark the address bounced, never mail it again."""
-        if self.code < 500 or SENDER_OR_RELAY.search(self.reply):
-            return False
-        return bool(NO_SUCH_MAILBOX.search(self.reply)) or (
-            self.code == 550 and bool(re.search(r"user unknown|no such user|mailbox unavailable", self.reply, re.I)))
-
-    @property
-    def sender_refused(self) -> bool:
-        """A 5xx about us, not the recipient (sender or relaying refused): no recipient gets through."""
-        return self.code >= 500 and (self.step == "mail" or bool(SENDER_OR_RELAY.search(self.reply)))
-
-    @property
-    def provider_limit(self) -> bool:
-        """The provider says "too much for now": pause the run instead of burning through the list.
-
-        Any 4xx before a recipient is named (greeting, MAIL FROM) concerns the whole account; at
-        RCPT or DATA only replies that speak of rates count, never a full mailbox (4.2.2).
-        """
-        if not 400 <= self.code < 500 or MAILBOX_FULL.search(self.reply):
-            return False
-        return self.step in ("connect", "mail") or bool(LIMIT_REPLY.search(self.reply))
 
 
 Data = bytes | Callable[[], bytes]  # the message, or how to build it while the server answers MAIL/RCPT
@@ -77,37 +33,67 @@ Data = bytes | Callable[[], bytes]  # the message, or how to build it while the 
 
 class Transport(Protocol):
     """`deliver` calls `before_end` once the data is out and before the message is complete (the
-    final "." or the outbox file's rename): the moment a send journal makes its state durable."""
+    final "." or the outbox file's rename): the moment a send journal makes its state durable.
+    `envid` names the message in delivery status notifications (RFC 3461) where the server
+    offers them, so a bounce that comes back later can be matched to its journal row."""
 
     description: str
+    where: str  # what an error message names: host:port, or the outbox folder
 
     def deliver(self, sender: str, recipient: str, data: Data,
-                before_end: Callable[[], None] | None = None) -> Delivery: ...
+                before_end: Callable[[], None] | None = None, envid: str = "") -> Reply: ...
 
     def close(self) -> None: ...
 
+    def __enter__(self) -> Self: ...
 
-class OutboxTransport:
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 trace: TracebackType | None) -> None: ...
+
+
+class _Closing:
+    """`with transport:` closes it, however the block ends."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self.close()
+
+
+class OutboxTransport(_Closing):
     """Writes each message as an .eml file; the default until an SMTP host is configured."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
+        self.where = str(folder)
         self.description = f"Postausgang {folder}"
         self.count = 0
 
     def deliver(self, sender: str, recipient: str, data: Data,
-                before_end: Callable[[], None] | None = None) -> Delivery:
+                before_end: Callable[[], None] | None = None, envid: str = "") -> Reply:
         data = data() if callable(data) else data
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.count += 1
         target = self.folder / outbox_name(recipient)
-        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".", suffix=".tmp")
-        with os.fdopen(fd, "wb") as handle:  # whole file or none: never a torn message
-            handle.write(data)
+        tmp = ""
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".", suffix=".tmp")
+            with os.fdopen(fd, "wb") as handle:  # whole file or none: never a torn message
+                handle.write(data)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                if tmp:
+                    Path(tmp).unlink()
+            raise TransportError(f"Postausgang {self.folder}: kann nicht schreiben ({exc.strerror or exc})") from None
+        self.count += 1
         if before_end is not None:
             before_end()
         os.replace(tmp, target)
-        return Delivery(250, f"gespeichert als {target.name}", accepted=True)
+        return Reply(250, f"gespeichert als {target.name}", Step.END)
 
     def close(self) -> None:
         pass
@@ -145,7 +131,7 @@ def tls_context(settings: SmtpSettings, config_dir: Path) -> ssl.SSLContext:
     return context
 
 
-class SmtpTransport:
+class SmtpTransport(_Closing):
     """One SMTP connection, opened lazily, reused for many messages, re-opened after a drop or 421."""
 
     def __init__(self, settings: SmtpSettings, password: str, config_dir: Path) -> None:
@@ -157,13 +143,17 @@ class SmtpTransport:
         security = {"starttls": "STARTTLS", "ssl": "SSL/TLS", "none": "unverschlüsselt"}[settings.security]
         self.description = f"SMTP {self.where} ({security})"
         self.connection: smtplib.SMTP | None = None
+        self.reused = False  # the open connection has carried a message already
 
     def _fail(self, what: str) -> TransportError:
         return TransportError(f"{self.where}: {what}")
 
-    def connect(self) -> smtplib.SMTP:
+    def connect(self, sender: str = "") -> smtplib.SMTP:
+        """Connect, STARTTLS, log in. EHLO names the sender's domain (or [smtp] local_hostname):
+        smtplib's own fallback is this computer's name or "[127.0.0.1]", which spam filters hold
+        against a sender."""
         s = self.settings
-        local = s.local_hostname or None
+        local = s.local_hostname or sender.rpartition("@")[2] or None
         try:
             if s.security == "ssl":
                 conn: smtplib.SMTP = smtplib.SMTP_SSL(self.host, self.port, local_hostname=local,
@@ -193,44 +183,65 @@ class SmtpTransport:
                              "Benutzername und Passwort prüfen") from None
         except smtplib.SMTPConnectError as exc:
             if 400 <= exc.smtp_code < 500:  # "421 too many connections": busy, not broken
-                raise _Busy(exc.smtp_code, _text(exc.smtp_error)) from None
+                raise _Refused(Reply(exc.smtp_code, _text(exc.smtp_error), Step.CONNECT)) from None
             raise self._fail(f"Verbindung abgelehnt ({exc.smtp_code} {_text(exc.smtp_error)})") from None
         except smtplib.SMTPNotSupportedError:
             raise self._fail("der Server bietet keine Anmeldung (AUTH) an") from None
+        except smtplib.SMTPServerDisconnected as exc:
+            raise _Refused(Reply(0, f"Verbindung beim Anmelden abgebrochen ({exc})", Step.CONNECT)) from None
         except smtplib.SMTPException as exc:
             raise self._fail(f"SMTP-Fehler beim Verbinden ({exc})") from None
         except (OSError, TimeoutError) as exc:
-            raise self._fail(f"keine Verbindung ({exc.strerror or exc})") from None
-        self.connection = conn
+            raise self._fail(f"keine Verbindung ({exc.strerror or exc}). Stimmen host und port?") from None
+        self.connection, self.reused = conn, False
         return conn
 
+    def probe(self, sender: str) -> None:
+        """Connect, STARTTLS, log in and QUIT, as a send would begin: proves the way out."""
+        try:
+            self.connect(sender)
+        except _Refused as refused:
+            raise self._fail(f"der Server nimmt gerade nichts an ({refused.reply})") from None
+        self.close()
+
     def deliver(self, sender: str, recipient: str, data: Data,
-                before_end: Callable[[], None] | None = None) -> Delivery:
-        """MAIL, RCPT, DATA on the open connection; one reconnect if the server went away idle."""
+                before_end: Callable[[], None] | None = None, envid: str = "") -> Reply:
+        """MAIL, RCPT, DATA on the open connection.
+
+        A connection that has carried a message before may have been closed by the server while
+        idle (a drop, or a 421 at the next command): then once more on a fresh one. On a fresh
+        connection the server's answer stands, whatever it is.
+        """
         body = functools.cache(data) if callable(data) else lambda: data  # built once, even on a retry
-        for attempt in (1, 2):
+        while True:
             try:
-                conn = self.connection or self.connect()
-            except _Busy as busy:
-                return Delivery(busy.code, busy.reply, step="connect")
+                conn = self.connection or self.connect(sender)
+            except _Refused as refused:
+                return refused.reply
+            reused = self.reused
             try:
-                return self._transaction(conn, sender, recipient, body, before_end)
-            except _Disconnected as dropped:
+                reply = self._transaction(conn, sender, recipient, body, before_end, envid)
+            except _Refused as refused:
                 self._drop()
-                if dropped.after_data:
-                    return Delivery(0, "Verbindung nach dem Senden abgebrochen", maybe_delivered=True)
-                if attempt == 2:  # a fresh connection fared no better
-                    if dropped.code:
-                        return Delivery(dropped.code, str(dropped), step="mail")
-                    return Delivery(0, f"Verbindung abgebrochen ({dropped})")
-        raise AssertionError("unreachable")  # pragma: no cover
+                if reused and refused.reply.step is not Step.END:
+                    continue
+                return refused.reply
+            self.reused = True
+            return reply
 
     def _transaction(self, conn: smtplib.SMTP, sender: str, recipient: str, body: Callable[[], bytes],
-                     before_end: Callable[[], None] | None) -> Delivery:
-        """MAIL, RCPT and DATA; pipelined (RFC 2920) when the server offers it: two round trips, not four."""
-        commands = (f"MAIL FROM:<{sender}>", f"RCPT TO:<{recipient}>", "DATA")
-        expected = ((250,), (250, 251), (354,))
-        replies: list[tuple[int, bytes]] = []
+                     before_end: Callable[[], None] | None, envid: str) -> Reply:
+        """MAIL, RCPT and DATA; pipelined (RFC 2920) when the server offers it: two round trips, not four.
+
+        A server that answers 421 and hangs up (Postfix and providers do, when they throttle)
+        leaves the replies after the 421 unread: the 421 is what counts, not the lost connection.
+        """
+        mail, rcpt = f"MAIL FROM:<{sender}>", f"RCPT TO:<{recipient}>"
+        if envid and conn.has_extn("dsn"):  # bounces come back with this id and only the headers
+            mail, rcpt = f"{mail} RET=HDRS ENVID={_xtext(envid)}", f"{rcpt} NOTIFY=FAILURE,DELAY"
+        commands = (mail, rcpt, "DATA")
+        steps, expected = (Step.MAIL, Step.RCPT, Step.DATA), ((250,), (250, 251), (354,))
+        replies: list[Reply] = []
         try:
             if conn.has_extn("pipelining"):
                 conn.send("".join(f"{command}\r\n" for command in commands))
@@ -239,27 +250,25 @@ class SmtpTransport:
                 except BaseException:
                     self._drop()  # its DATA may be accepted already: only closing ends it unsent
                     raise
-                replies = [conn.getreply() for _ in commands]
+                for step in steps:
+                    replies.append(_reply(conn.getreply(), step))
             else:
-                for command, wanted in zip(commands, expected, strict=True):
+                for command, wanted, step in zip(commands, expected, steps, strict=True):
                     conn.send(f"{command}\r\n")
-                    replies.append(conn.getreply())
-                    if replies[-1][0] not in wanted:
+                    replies.append(_reply(conn.getreply(), step))
+                    if replies[-1].code not in wanted:
                         break
         except (smtplib.SMTPServerDisconnected, OSError) as exc:
-            raise _Disconnected(str(exc)) from None
-        for (code, reply), wanted, step in zip(replies, expected, ("mail", "rcpt", "data"), strict=False):
-            if code in wanted:
+            refusal = next((r for r, wanted in zip(replies, expected, strict=False) if r.code not in wanted), None)
+            step = steps[len(replies)] if len(replies) < len(steps) else Step.DATA
+            raise _Refused(refusal or Reply(0, f"Verbindung abgebrochen ({exc})", step)) from None
+        for reply, wanted in zip(replies, expected, strict=False):
+            if reply.code in wanted:
                 continue
-            if code == 421 and step == "mail":  # closing this connection: try a fresh one first
-                raise _Disconnected(_text(reply), code=code)
+            if reply.code == 421:
+                raise _Refused(reply)  # the server closes this connection after saying so
             self._abandon(conn, replies)
-            delivery = Delivery(code, _text(reply), step=step)
-            if code == 421:
-                self._drop()
-            if delivery.sender_refused:
-                raise self._fail(f"Absender {sender} abgelehnt ({code} {delivery.reply})")
-            return delivery
+            return reply
         try:
             data = body()  # already built when pipelined
         except BaseException:
@@ -268,7 +277,8 @@ class SmtpTransport:
         try:
             conn.send(_dot_stuffed(data))
         except (smtplib.SMTPServerDisconnected, OSError) as exc:
-            raise _Disconnected(str(exc)) from None  # without the final "." no server delivers it
+            # Without the final "." no server delivers it.
+            raise _Refused(Reply(0, f"Verbindung abgebrochen ({exc})", Step.DATA)) from None
         if before_end is not None:
             try:
                 before_end()  # while the server reads the data
@@ -277,18 +287,18 @@ class SmtpTransport:
                 raise
         try:
             conn.send(b".\r\n")
-            code, reply = conn.getreply()
+            reply = _reply(conn.getreply(), Step.END)
         except (smtplib.SMTPServerDisconnected, OSError) as exc:
             # The message may have reached the server: never count it as safe to resend.
-            raise _Disconnected(str(exc), after_data=True) from None
-        if code == 421:
+            raise _Refused(Reply(0, f"Verbindung nach dem Senden abgebrochen ({exc})", Step.END)) from None
+        if reply.code == 421:
             self._drop()
-        return Delivery(code, _text(reply), accepted=code == 250)
+        return reply
 
-    def _abandon(self, conn: smtplib.SMTP, replies: list[tuple[int, bytes]]) -> None:
+    def _abandon(self, conn: smtplib.SMTP, replies: list[Reply]) -> None:
         """End a failed transaction; a pipelined DATA the server accepted anyway gets an empty body."""
         try:
-            if len(replies) == 3 and replies[2][0] == 354:
+            if len(replies) == 3 and replies[2].code == 354:
                 conn.send(b".\r\n")
                 conn.getreply()
             conn.rset()
@@ -308,17 +318,21 @@ class SmtpTransport:
         self._drop()
 
 
-class _Busy(Exception):
-    def __init__(self, code: int, reply: str) -> None:
-        super().__init__(reply)
-        self.code, self.reply = code, reply
+class _Refused(Exception):
+    """A reply that ends the transaction and its connection (a 421, a drop)."""
+
+    def __init__(self, reply: Reply) -> None:
+        super().__init__(str(reply))
+        self.reply = reply
 
 
-class _Disconnected(Exception):
-    def __init__(self, message: str, after_data: bool = False, code: int = 0) -> None:
-        super().__init__(message)
-        self.after_data = after_data
-        self.code = code
+def _reply(answer: tuple[int, bytes], step: Step) -> Reply:
+    return Reply(answer[0], _text(answer[1]), step)
+
+
+def _xtext(value: str) -> str:
+    """RFC 3461 xtext: printable ASCII except "+" and "=", everything else as +XX."""
+    return "".join(c if "!" <= c <= "~" and c not in "+=" else f"+{ord(c):02X}" for c in value)
 
 
 def _dot_stuffed(data: bytes) -> bytes:

@@ -1,7 +1,10 @@
 """A real SMTP server for tests: aiosmtpd on 127.0.0.1, with scripted faults.
 
-Faults are set per test: replies for chosen recipients, a connection drop after k messages,
-required AUTH, STARTTLS or implicit TLS with a certificate from a test CA.
+Faults are set per test, the ones a real provider has: replies for chosen recipients or for
+everyone, a reply at MAIL FROM (once or always), "421 … closing connection" followed by hanging
+up (as Postfix and throttling providers do, also in the middle of a pipelined exchange), a drop
+right after the final ".", a connection drop after k messages, required AUTH, STARTTLS or
+implicit TLS with a certificate from a test CA.
 """
 
 from __future__ import annotations
@@ -42,7 +45,11 @@ class Mailbox:
     received: list[Received] = field(default_factory=list)
     rcpt_replies: dict[str, str] = field(default_factory=dict)  # address -> "550 5.1.1 ..."
     rcpt_replies_once: dict[str, str] = field(default_factory=dict)
+    rcpt_reply_all: str | None = None  # every recipient gets this ("451 4.7.1 rate limit exceeded")
     mail_reply: str | None = None
+    mail_replies_once: list[str] = field(default_factory=list)  # the next MAIL FROMs get these, in order
+    data_replies: dict[str, str] = field(default_factory=dict)  # the reply to the final "." for an address
+    drop_after_data: set[str] = field(default_factory=set)  # take the message, then hang up without a reply
     drop_every: int = 0  # close the connection at MAIL FROM after this many messages on it
     delay: float = 0.0  # seconds per accepted message, to make a run slow enough to kill
     pipelining: bool = True  # offer RFC 2920 PIPELINING, as Postfix, Exim and the big providers do
@@ -64,31 +71,45 @@ class Mailbox:
                 self.connections += 1
         return responses
 
+    @staticmethod
+    async def _answer(server: SMTP, reply: str) -> str:
+        """A 421 is said and then the line is hung up, as Postfix does; what follows is never sent."""
+        if reply.startswith("421"):
+            await server.push(reply)
+            server.transport.close()
+        return reply
+
     async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, mail_options: list[str]) -> str:
         if self.drop_every and getattr(session, "accepted_here", 0) >= self.drop_every:
             server.transport.close()
             return "421 4.3.2 going away"
-        if self.mail_reply:
-            return self.mail_reply
+        with self.lock:
+            once = self.mail_replies_once.pop(0) if self.mail_replies_once else None
+        if once or self.mail_reply:
+            return await self._answer(server, once or self.mail_reply or "")
         envelope.mail_from = address
         return "250 OK"
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, rcpt_options: list[str]) -> str:
-        if address in self.rcpt_replies_once:
-            return self.rcpt_replies_once.pop(address)
-        if address in self.rcpt_replies:
-            return self.rcpt_replies[address]
+        reply = self.rcpt_replies_once.pop(address, None) or self.rcpt_replies.get(address) or self.rcpt_reply_all
+        if reply:
+            return await self._answer(server, reply)
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         if self.delay:
             time.sleep(self.delay)  # blocks this test server only; keeps the client waiting for 250
+        address = envelope.rcpt_tos[0]
+        if address in self.data_replies:
+            return await self._answer(server, self.data_replies[address])
         with self.lock:
             self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content))
         session.accepted_here = getattr(session, "accepted_here", 0) + 1
+        if address in self.drop_after_data:
+            server.transport.abort()  # the message is here, the client never hears so
         return "250 2.0.0 Message accepted"
 
 

@@ -49,7 +49,8 @@ def add_people(ws: Workspace, people: list[tuple[str, str, str]]) -> None:
 
 
 def smtp_config(ws: Workspace, port: int, **settings: object) -> None:
-    values = {"host": "127.0.0.1", "port": port, "security": "none", "retry_delay": 0, **settings}
+    values = {"host": "127.0.0.1", "port": port, "security": "none", "retry_delay": 0, "limit_pause": 0.05,
+              **settings}
     lines = [f"{key} = {json.dumps(value)}" for key, value in values.items()]
     config = ws.root / "newsletter.toml"
     config.write_text(config.read_text() + "\n[smtp]\n" + "\n".join(lines) + "\n")
@@ -157,7 +158,7 @@ def test_421_451_retried_and_550_marks_bounced(ws, runner, smtp, mailbox, issue)
     mailbox.rcpt_replies_once["p1@example.org"] = "451 4.3.0 Greylisted, come back later"
     mailbox.rcpt_replies["p2@example.org"] = "550 5.1.1 <p2@example.org>: No such user"
     result = invoke(runner, "send", str(issue), "--yes")
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 5, result.output  # one recipient failed: not "Fertig"
     assert Counter(r.rcpt_to[0] for r in mailbox.received) == {
         "p0@example.org": 1, "p1@example.org": 1, "p3@example.org": 1}
     counts = journal_counts(ws)
@@ -175,7 +176,7 @@ def test_temporary_failures_stay_deferred_for_the_next_run(ws, runner, smtp, mai
     smtp_config(ws, smtp.port, retry_delay=3600)
     mailbox.rcpt_replies["b@example.org"] = "450 4.2.1 Mailbox busy"
     result = invoke(runner, "send", str(issue), "--yes")
-    assert result.exit_code == 0
+    assert result.exit_code == 4
     assert "zurückgestellt" in result.stdout
     assert journal_counts(ws)["deferred"] == 1
     db = sqlite3.connect(journal_path(ws.journal_dir, "2026-12-impuls"))
@@ -192,8 +193,8 @@ def test_provider_hourly_cap_pauses_instead_of_burning_the_list(ws, runner, smtp
     smtp_config(ws, smtp.port, limit_pause=0.05)
     mailbox.mail_reply = "451 4.7.0 Rate limit exceeded, try again later"
     result = invoke(runner, "send", str(issue), "--yes")
-    assert result.exit_code == 0, result.output
-    assert "Der Anbieter bremst" in result.stdout
+    assert result.exit_code == 3, result.output
+    assert "Vom Server angehalten" in result.stdout and "„451 4.7.0 Rate limit exceeded" in result.stdout
     counts = journal_counts(ws)
     assert counts["pending"] == 5 and counts["failed"] == counts["deferred"] == 0
     mailbox.mail_reply = None
@@ -340,14 +341,17 @@ def test_test_copy_goes_only_to_the_given_address(ws, runner, smtp, mailbox, iss
     assert not journal_path(ws.journal_dir, "2026-12-impuls").exists()
 
 
-def test_dry_run_builds_everything_and_sends_nothing(ws, runner, smtp, mailbox, issue) -> None:
+def test_dry_run_builds_everything_logs_in_and_sends_nothing(ws, runner, smtp, mailbox, issue) -> None:
     add_people(ws, PEOPLE)
     smtp_config(ws, smtp.port)
     result = invoke(runner, "send", str(issue), "--dry-run")
     assert result.exit_code == 0, result.output
-    assert "4 Nachrichten gebaut und geprüft" in result.stdout
-    assert mailbox.received == [] and mailbox.connections == 0
+    assert "4 Nachrichten gebaut und geprüft; Verbindung und Anmeldung bei SMTP 127.0.0.1" in result.stdout
+    assert mailbox.received == [] and mailbox.connections == 1  # connected, said EHLO, quit: no MAIL FROM
     assert not journal_path(ws.journal_dir, "2026-12-impuls").exists()
+    offline = invoke(runner, "send", str(issue), "--dry-run", "--offline")
+    assert offline.exit_code == 0 and "4 Nachrichten gebaut und geprüft, nichts gesendet" in offline.stdout
+    assert mailbox.connections == 1
 
 
 def test_outbox_is_the_default_and_says_so(ws, runner, issue) -> None:
@@ -434,8 +438,8 @@ def test_kill_9_mid_send_then_resume_never_twice(ws, smtp, mailbox, issue, conne
         process.wait()
     process = _send_process(ws)
     _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 0, stderr.decode()
     counts = journal_counts(ws)
+    assert process.returncode == (5 if counts["unknown"] else 0), stderr.decode()
     assert counts["unknown"] <= 2 * connections
     assert counts["sent"] + counts["unknown"] == 40
     unknown = {r.email for r in SendJournal(journal_path(ws.journal_dir, "2026-12-impuls")).rows(["unknown"])}
@@ -469,7 +473,7 @@ def test_daily_limit_stops_and_resumes_tomorrow(ws, runner, smtp, mailbox, issue
     add_people(ws, [(f"p{i}@example.org", "", "active") for i in range(5)])
     smtp_config(ws, smtp.port, daily_limit=2)
     result = invoke(runner, "send", str(issue), "--yes")
-    assert result.exit_code == 0
+    assert result.exit_code == 4
     assert "Tageslimit erreicht" in result.stdout
     assert len(mailbox.received) == 2
     assert journal_counts(ws)["pending"] == 3
@@ -479,7 +483,7 @@ def test_daily_limit_stops_and_resumes_tomorrow(ws, runner, smtp, mailbox, issue
     db.execute("UPDATE recipients SET sent_at = '2000-01-01T00:00:00+00:00' WHERE state = 'sent'")  # a day later
     db.commit()
     db.close()
-    assert invoke(runner, "send", str(issue), "--yes").exit_code == 0
+    assert invoke(runner, "send", str(issue), "--yes").exit_code == 4  # one left for the day after
     assert len(mailbox.received) == 4
 
 
@@ -527,7 +531,7 @@ def test_asks_before_sending_in_a_terminal(ws, smtp, mailbox, issue) -> None:
 def test_missing_subscriber_file_on_resume_stops_instead_of_skipping(ws, runner, smtp, mailbox, issue) -> None:
     add_people(ws, [(f"p{i}@example.org", "", "active") for i in range(3)])
     smtp_config(ws, smtp.port, daily_limit=1)
-    assert invoke(runner, "send", str(issue), "--yes").exit_code == 0
+    assert invoke(runner, "send", str(issue), "--yes").exit_code == 4
     ws.subscribers_path.rename(ws.subscribers_path.with_suffix(".weg"))
     db = sqlite3.connect(journal_path(ws.journal_dir, "2026-12-impuls"))
     db.execute("UPDATE recipients SET sent_at = '2000-01-01T00:00:00+00:00'")  # a day later
@@ -582,7 +586,7 @@ def test_the_same_refusal_three_times_in_a_row_halts_and_retry_failed_resumes(ws
     counts = journal_counts(ws)
     assert (counts["failed"], counts["pending"]) == (3, 3)
     mailbox.rcpt_replies.clear()
-    assert invoke(runner, "send", str(issue), "--yes").exit_code == 0
+    assert invoke(runner, "send", str(issue), "--yes").exit_code == 5  # three still failed
     assert journal_counts(ws)["failed"] == 3  # failed stay failed unless the author asks
     result = invoke(runner, "send", str(issue), "--yes", "--retry-failed")
     assert result.exit_code == 0, result.output
@@ -594,8 +598,8 @@ def test_421_at_mail_twice_is_a_provider_limit_not_a_failure(ws, runner, smtp, m
     smtp_config(ws, smtp.port, limit_pause=0.05)
     mailbox.mail_reply = "421 4.7.0 Try again later, closing connection"
     result = invoke(runner, "send", str(issue), "--yes")
-    assert result.exit_code == 0
-    assert "Der Anbieter bremst" in result.stdout
+    assert result.exit_code == 3
+    assert "Vom Server angehalten" in result.stdout
     counts = journal_counts(ws)
     assert counts["pending"] == 3 and counts["failed"] == counts["deferred"] == 0
 
@@ -604,7 +608,7 @@ def test_a_full_mailbox_is_deferred_and_does_not_stop_the_send(ws, runner, smtp,
     add_people(ws, [(f"p{i}@example.org", "", "active") for i in range(4)])
     smtp_config(ws, smtp.port, retry_delay=3600)
     mailbox.rcpt_replies["p1@example.org"] = "452 4.2.2 Mailbox full, over quota"
-    assert invoke(runner, "send", str(issue), "--yes").exit_code == 0
+    assert invoke(runner, "send", str(issue), "--yes").exit_code == 4
     counts = journal_counts(ws)
     assert (counts["sent"], counts["deferred"]) == (3, 1)
 
@@ -652,7 +656,7 @@ def test_someone_erased_after_a_failure_is_skipped_by_retry_failed(ws, runner, s
     add_people(ws, [(f"p{i}@example.org", "", "active") for i in range(3)])
     smtp_config(ws, smtp.port)
     mailbox.rcpt_replies_once["p1@example.org"] = "550 5.7.1 refused by policy"
-    assert invoke(runner, "send", str(issue), "--yes").exit_code == 0
+    assert invoke(runner, "send", str(issue), "--yes").exit_code == 5
     assert invoke(runner, "subscribers", "forget", "p1@example.org", "--yes").exit_code == 0
     result = invoke(runner, "send", str(issue), "--yes", "--retry-failed")
     assert result.exit_code == 0, result.output  # the scrubbed row is skipped, not a stop
@@ -687,7 +691,7 @@ def test_two_connections_leave_no_due_row_behind_when_a_retry_is_far_off(ws, run
     smtp_config(ws, smtp.port, connections=2, rate_limit="20/second", retry_delay=2000)
     mailbox.rcpt_replies_once["p0@example.org"] = "451 4.3.0 temporary local problem"
     result = invoke(runner, "send", str(issue), "--yes")
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 4, result.output
     counts = journal_counts(ws)
     assert (counts["sent"], counts["deferred"], counts["pending"]) == (7, 1, 0)
     assert "zurückgestellt" in result.stdout

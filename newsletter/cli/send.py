@@ -1,11 +1,12 @@
-"""Commands for sending: send and status."""
+"""Commands for sending: send and status. The library decides; this module asks and prints."""
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import signal
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
+from pathlib import Path
 
 import typer
 from rich.panel import Panel
@@ -15,6 +16,7 @@ from rich.progress import (
     Progress,
     ProgressColumn,
     Task,
+    TaskID,
     TextColumn,
     TimeRemainingColumn,
 )
@@ -22,30 +24,22 @@ from rich.table import Table
 from rich.text import Text
 
 from newsletter.archive import build_archive
-from newsletter.check import check_issue
 from newsletter.cli.app import app, confirm, current_workspace, err, out, print_json
 from newsletter.errors import NewsletterError
-from newsletter.issue import Issue, parse_issue
-from newsletter.journal import FAILED, STATES, UNKNOWN, SendJournal, journal_path
-from newsletter.message import MessageFactory, Recipient, validate_message
-from newsletter.preview import SAMPLE, recipient_merge_values
+from newsletter.issue import parse_issue
+from newsletter.journal import STATES, journal_path
 from newsletter.send import (
-    DAILY_LIMIT,
-    DONE,
-    INTERRUPTED,
-    PROVIDER_LIMIT,
-    WAITING,
-    Audience,
+    Event,
+    Outcome,
+    SendPlan,
     SendRun,
     SendSummary,
-    content_hash,
-    open_journal,
-    options_from,
+    dry_run,
     plan_send,
+    send_issue,
+    send_test_copies,
 )
-from newsletter.subscribers import SubscriberStore, normalize_email
-from newsletter.texts import texts
-from newsletter.transport import Transport, make_transport, smtp_password
+from newsletter.status import send_status
 from newsletter.workspace import Workspace
 
 LABELS = {
@@ -55,22 +49,28 @@ LABELS = {
 SMTP_ESTIMATE = 20.0  # messages/s a distant provider takes over one connection, for the estimate
 OUTBOX_ESTIMATE = 1000.0  # messages/s into the outbox (benchmarks/README.md)
 ISSUE_ARG = typer.Argument(..., help="Die Ausgabe, z. B. issues/2026-12-innehalten.md", show_default=False)
+EXIT_HELP = ("Exit-Codes: 0 alle gesendet · 1 Fehler (z. B. Anmeldung) · 3 vom Server angehalten · "
+             "4 einige warten (zurückgestellt, Tageslimit) · 5 einige fehlgeschlagen oder unklar · 130 Strg+C")
 
 
-@app.command()
+@app.command(epilog=EXIT_HELP)
 def send(
     issue: str = ISSUE_ARG,
     yes: bool = typer.Option(False, "--yes", "-y", help="Nicht nachfragen (für Skripte)."),
     test: list[str] = typer.Option([], "--test", help="Nur eine [TEST]-Kopie an diese Adresse (mehrfach möglich)."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Alle Nachrichten bauen und prüfen, nichts senden."),
+    dry_run_: bool = typer.Option(False, "--dry-run", help="Alle Nachrichten bauen und prüfen, Anmeldung am "
+                                  "Server testen, nichts senden."),
+    offline: bool = typer.Option(False, "--offline", help="Mit --dry-run: nur bauen und prüfen, ohne Server."),
     retry_unknown: bool = typer.Option(False, "--retry-unknown",
                                        help="Nachrichten in unklarem Zustand erneut senden (evtl. doppelt)."),
     retry_failed: bool = typer.Option(False, "--retry-failed",
                                       help="Fehlgeschlagene erneut versuchen (nach einem behobenen Serverproblem)."),
+    json_output: bool = typer.Option(False, "--json", help="Zusammenfassung als JSON (braucht --yes)."),
 ) -> None:
     """Sendet eine Ausgabe an alle aktiven, bestätigten Abonnent:innen, genau einmal.
 
-    Nach einem Abbruch (Strg+C, Absturz) setzt derselbe Befehl genau dort fort.
+    Nach einem Abbruch (Strg+C, Absturz, Tageslimit, Pause des Anbieters) setzt derselbe Befehl
+    genau dort fort.
 
     Beispiel: [bold]newsletter send issues/2026-12-innehalten.md[/]
     Beispiel: [bold]newsletter send issues/2026-12-innehalten.md --test ich@example.org[/]
@@ -78,90 +78,70 @@ def send(
     workspace = current_workspace()
     parsed = parse_issue(workspace.resolve_issue(issue))
     if test:
-        _send_test(workspace, parsed, test)
+        for copy in send_test_copies(workspace, parsed, test):
+            out.print(f"[green]✓[/] Testkopie an {copy.address} ({copy.transport})", soft_wrap=True)
         return
     plan = plan_send(workspace, parsed)
-    config = workspace.config
-    if dry_run:
-        _dry_run(workspace, plan.rendered)
+    if dry_run_:
+        _print_dry_run(workspace, plan, offline)
         return
-    already = plan.already or {}
-    again = (already.get("unknown", 0) if retry_unknown else 0) + (already.get("failed", 0) if retry_failed else 0)
+    again = plan.again(retry_unknown, retry_failed)
     if plan.already is not None and plan.to_send == 0 and not again:
+        if json_output:
+            print_json({"outcome": "nothing_to_do", "counts": plan.already})
+            return
         out.print(f"[green]✓[/] {parsed.path.name} ist bereits vollständig versendet; nichts zu tun.", soft_wrap=True)
         _print_counts(plan.already)
         return
-    transport_factory = _transports(workspace, parsed.slug)
-    probe = transport_factory()
-    rate = config.smtp.messages_per_second if config.smtp.host else None
     count = plan.to_send + again
-    _print_plan(parsed, count, probe.description, rate, plan.already is not None)
-    for finding in plan.report.warnings:
-        out.print(Text.assemble(("Hinweis: ", "yellow"), str(finding)), soft_wrap=True)
-    probe.close()
+    if not json_output:
+        _print_plan(plan, count)
+        for finding in plan.report.warnings:
+            out.print(Text.assemble(("Hinweis: ", "yellow"), str(finding)), soft_wrap=True)
     if not confirm(f"An {count} Abonnent:innen senden?", yes):
         out.print("Nichts gesendet.")
         raise typer.Exit(0)
-
-    journal = open_journal(workspace, plan)
-    _refresh_archive(workspace)
-    try:
-        with journal.running():
-            recovered = journal.recover()
-            if recovered:
-                err.print(f"{recovered} Nachricht(en) waren beim letzten Abbruch mitten im Versand; "
-                          "sie gelten als [bold]unklar[/] und werden nicht erneut gesendet.", soft_wrap=True)
-            if retry_unknown:
-                journal.retry(UNKNOWN)
-            if retry_failed:
-                journal.retry(FAILED)
-            if journal.meta("content") not in (None, content_hash(plan.rendered)):
-                err.print("[yellow]Hinweis:[/] die Ausgabe wurde seit Versandbeginn geändert; "
-                          "die restlichen Empfänger:innen bekommen die neue Fassung.", soft_wrap=True)
-            summary = _run(workspace, journal, plan.rendered, transport_factory, plan.audience)
-    finally:
-        journal.close()
-    _print_summary(parsed, summary)
-    if summary.reason == INTERRUPTED:
-        raise typer.Exit(130)
+    summary = _send(workspace, plan, retry_unknown, retry_failed, quiet=json_output)
+    if json_output:
+        print_json(summary.to_json())
+    else:
+        _print_summary(workspace, plan, summary)
+    raise typer.Exit(summary.exit_code)
 
 
-def _refresh_archive(workspace: Workspace) -> None:
+def _refresh_archive(workspace: Workspace) -> str:
     """The mail's "view in browser" link points into the archive: keep it current with every send."""
     try:
         build_archive(workspace)
     except NewsletterError as exc:
-        err.print(Text.assemble(("Hinweis: ", "yellow"), f"Archiv nicht aktualisiert: {exc}"), soft_wrap=True)
+        return f"Archiv nicht aktualisiert: {exc}"
+    return ""
 
 
-def _transports(workspace: Workspace, slug: str) -> Callable[[], Transport]:
-    """One transport per connection; the password (maybe from password_command) is asked for once, now."""
-    config = workspace.config
-    password = smtp_password(config.smtp) if config.smtp.host else ""
-    return lambda: make_transport(config.smtp, workspace.outbox_dir / slug, config.path.parent, password)
-
-
-def _run(workspace: Workspace, journal: SendJournal, rendered, transport_factory,
-         audience: Audience | None) -> SendSummary:
-    factory = MessageFactory(rendered, workspace.config, workspace.secret())
-    total = journal.total()
-    done = total - sum(journal.counts()[s] for s in ("pending", "deferred"))
+def _send(workspace: Workspace, plan: SendPlan, retry_unknown: bool, retry_failed: bool,
+          quiet: bool) -> SendSummary:
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(),
                TimeRemainingColumn())
-    with Progress(*columns, console=out, transient=False) as bar:
-        task = bar.add_task("Versand", total=total, completed=done)
+    with Progress(*columns, console=out, transient=False, disable=quiet) as bar:
+        task: list[TaskID] = []
 
-        def progress(state: str) -> None:
-            if state in ("sent", "failed", "unknown"):
-                bar.advance(task)
-            else:
-                bar.update(task, description={"pause": "Pause (Anbieter-Limit)",
-                                              "waiting": "Warte auf Wiederholung"}.get(state, "Versand"))
+        def on_start(total: int, done: int) -> None:
+            task.append(bar.add_task("Versand", total=total, completed=done))
 
-        run = SendRun(journal, factory, transport_factory, SubscriberStore(workspace.subscribers_path),
-                      options_from(workspace), workspace.journal_dir, progress=progress, audience=audience)
-        with _stop_on_ctrl_c(run):
-            return run.run()
+        def progress(event: Event, note: str) -> None:
+            if event in (Event.SENT, Event.FAILED, Event.UNKNOWN):
+                bar.advance(task[0])
+            elif event is Event.PAUSE:
+                bar.update(task[0], description=f"Pause {note}"[:60])
+            elif event is Event.WAITING:
+                bar.update(task[0], description="Warte auf Wiederholung")
+            elif event is Event.SENDING:
+                bar.update(task[0], description="Versand")
+
+        with _stop_on_ctrl_c() as runs:
+            return send_issue(workspace, plan, retry_unknown=retry_unknown, retry_failed=retry_failed,
+                              progress=progress, on_start=on_start, refresh_archive=_refresh_archive,
+                              on_run=runs.append)
 
 
 class RateColumn(ProgressColumn):
@@ -172,38 +152,42 @@ class RateColumn(ProgressColumn):
 
 
 @contextlib.contextmanager
-def _stop_on_ctrl_c(run: SendRun) -> Iterator[None]:
+def _stop_on_ctrl_c() -> Iterator[list[SendRun]]:
     """First Ctrl-C: finish the message in flight, then stop. Second Ctrl-C: stop at once."""
+    runs: list[SendRun] = []
+
     def handler(signum: int, frame: object) -> None:
-        if run.stop.is_set():
+        if not runs or runs[0].stop.is_set():
             signal.signal(signal.SIGINT, signal.default_int_handler)
             raise KeyboardInterrupt
         err.print("\nHalte an, sobald die laufende Nachricht fertig ist …", soft_wrap=True)
-        run.halt(INTERRUPTED)
+        runs[0].halt(Outcome.INTERRUPTED)
 
     previous = signal.signal(signal.SIGINT, handler)
     try:
-        yield
+        yield runs
     finally:
         signal.signal(signal.SIGINT, previous)
 
 
-def _print_plan(issue: Issue, count: int, transport: str, rate: float | None, resuming: bool) -> None:
+def _print_plan(plan: SendPlan, count: int) -> None:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="dim")
     grid.add_column()
-    grid.add_row("Betreff", Text(issue.subject))
-    grid.add_row("Empfänger:innen", f"{count}" + (" (Fortsetzung)" if resuming else ""))
-    grid.add_row("Versand über", Text(transport))
-    if rate:
-        grid.add_row("Tempo", f"höchstens {rate * 3600:.0f} pro Stunde")
-        grid.add_row("Dauer etwa", _duration(count / rate))
-    elif transport.startswith("SMTP"):
-        grid.add_row("Tempo", "ohne Grenze ([smtp] rate_limit), so schnell der Server annimmt")
+    grid.add_row("Betreff", Text(plan.issue.subject))
+    grid.add_row("Empfänger:innen", f"{count}" + (" (Fortsetzung)" if plan.already is not None else ""))
+    grid.add_row("Versand über", Text(plan.transport))
+    if plan.rate:
+        grid.add_row("Tempo", f"höchstens {plan.rate * 3600:.0f} pro Stunde")
+        grid.add_row("Dauer etwa", _duration(count / plan.rate))
+    elif plan.transport.startswith("SMTP"):
+        grid.add_row("Tempo", Text("ohne Grenze ([smtp] rate_limit), so schnell der Server annimmt"))
         grid.add_row("Dauer etwa", f"{_duration(count / SMTP_ESTIMATE)} bei {SMTP_ESTIMATE:.0f} Mails pro Sekunde")
     else:
         grid.add_row("Dauer etwa", _duration(count / OUTBOX_ESTIMATE))
-    out.print(Panel(grid, title=issue.path.name, title_align="left", border_style="green"))
+    if plan.last_stop:
+        grid.add_row("Zuletzt", Text(plan.last_stop))
+    out.print(Panel(grid, title=plan.issue.path.name, title_align="left", border_style="green"))
 
 
 def _duration(seconds: float) -> str:
@@ -216,6 +200,12 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} Stunden"
 
 
+def _when(timestamp: float) -> str:
+    moment = dt.datetime.fromtimestamp(timestamp).astimezone()
+    today = dt.datetime.now().astimezone().date()
+    return moment.strftime("%H:%M") if moment.date() == today else moment.strftime("%d.%m.%Y %H:%M")
+
+
 def _print_counts(counts: dict[str, int]) -> None:
     table = Table(show_header=False, box=None, padding=(0, 2))
     for state in STATES:
@@ -224,7 +214,15 @@ def _print_counts(counts: dict[str, int]) -> None:
     out.print(table)
 
 
-def _print_summary(issue: Issue, summary: SendSummary) -> None:
+def _print_summary(workspace: Workspace, plan: SendPlan, summary: SendSummary) -> None:
+    if summary.archive_note:
+        err.print(Text.assemble(("Hinweis: ", "yellow"), summary.archive_note), soft_wrap=True)
+    if summary.recovered_unknown:
+        err.print(f"{summary.recovered_unknown} Nachricht(en) waren beim letzten Abbruch mitten im Versand; "
+                  "sie gelten als [bold]unklar[/] und werden nicht erneut gesendet.", soft_wrap=True)
+    if summary.content_changed:
+        err.print("[yellow]Hinweis:[/] die Ausgabe wurde seit Versandbeginn geändert; "
+                  "die restlichen Empfänger:innen bekommen die neue Fassung.", soft_wrap=True)
     counts = summary.counts
     table = Table(title="Zusammenfassung", title_justify="left", show_header=False, padding=(0, 2))
     table.add_column(style="dim")
@@ -235,100 +233,95 @@ def _print_summary(issue: Issue, summary: SendSummary) -> None:
     table.add_row("in diesem Lauf", f"{summary.delivered_now} in {_duration(summary.seconds)}")
     table.add_row("Versand über", Text(summary.transport))
     out.print(table)
-    for address, code, reply in summary.failed_now:
-        out.print(Text(f"  fehlgeschlagen: {address} ({code} {reply})"), soft_wrap=True)
+    for problem in summary.failed_now:
+        out.print(Text(f"  fehlgeschlagen: {problem.email} ({problem.reply})"), soft_wrap=True)
     for address in summary.bounced_now:
         out.print(Text(f"  als unzustellbar markiert: {address}"), soft_wrap=True)
-    again = f"newsletter send {issue.path}"
-    messages = {
-        DONE: "[green]Fertig.[/]",
-        WAITING: f"Einige Nachrichten sind zurückgestellt (vorübergehender Fehler). Später erneut: [bold]{again}[/]",
-        DAILY_LIMIT: f"Tageslimit erreicht. Morgen geht es weiter mit: [bold]{again}[/]",
-        PROVIDER_LIMIT: f"Der Anbieter bremst den Versand. Später weiter mit: [bold]{again}[/]",
-        INTERRUPTED: f"Angehalten. Genau hier weiter mit: [bold]{again}[/]",
-    }
-    out.print(messages[summary.reason], soft_wrap=True)
-    if counts.get("unknown"):
-        out.print(f"{counts['unknown']} Nachricht(en) sind [bold]unklar[/] (Abbruch mitten im Senden). "
-                  f"Sie könnten angekommen sein; erneut nur mit [bold]{again} --retry-unknown[/]", soft_wrap=True)
+    for line in _closing_lines(workspace, plan, summary):
+        out.print(line, soft_wrap=True)
 
 
-def _send_test(workspace: Workspace, issue: Issue, addresses: list[str]) -> None:
-    report = check_issue(workspace, issue)
-    if not report.ok or report.rendered is None:
-        raise NewsletterError(f"{issue.path.name}: check meldet Fehler: {report.errors[0]}")
-    values = recipient_merge_values(workspace, SAMPLE)
-    prefix = texts(workspace.config.newsletter.language)["test_prefix"]
-    factory = MessageFactory(report.rendered, workspace.config, workspace.secret(), prefix, values)
-    config = workspace.config
-    transport = make_transport(config.smtp, workspace.outbox_dir / "test", config.path.parent)
+def _shown_path(workspace: Workspace, path: Path) -> str:
+    """The issue as the author would type it: relative to the workspace when it is inside."""
     try:
-        for address in addresses:
-            message = factory.build(Recipient("test", normalize_email(address)))
-            delivery = transport.deliver(factory.envelope_from, message.envelope_to, message.data)
-            if not delivery.accepted:
-                raise NewsletterError(f"{address}: nicht angenommen ({delivery.code} {delivery.reply})")
-            out.print(f"[green]✓[/] Testkopie an {address} ({transport.description})", soft_wrap=True)
-    finally:
-        transport.close()
+        return str(path.relative_to(workspace.root.resolve()))
+    except ValueError:
+        return str(path)
 
 
-def _dry_run(workspace: Workspace, rendered) -> None:
-    factory = MessageFactory(rendered, workspace.config, workspace.secret())
-    people = [s for s in SubscriberStore(workspace.subscribers_path).active()]
-    problems = 0
-    for person in people:
-        message = factory.build(Recipient(person.id, person.email, person.name))
-        for problem in validate_message(message.data):
-            problems += 1
-            err.print(Text(f"{person.email}: {problem}"), soft_wrap=True)
-    if problems:
-        raise NewsletterError(f"Probelauf: {problems} Problem(e) in {len(people)} Nachrichten")
-    out.print(f"[green]✓[/] Probelauf: {len(people)} Nachrichten gebaut und geprüft, nichts gesendet.")
+def _closing_lines(workspace: Workspace, plan: SendPlan, summary: SendSummary) -> list[Text]:
+    """The last lines: how it ended, the server's own words if it stopped us, and the one command
+    that continues."""
+    issue = _shown_path(workspace, plan.issue.path)
+    again = f"newsletter send {issue}"
+    counts, outcome = summary.counts, summary.outcome
+    waiting = counts.get("pending", 0) + counts.get("deferred", 0)
+    reply = f" Antwort des Servers: „{summary.stop_reply}“." if summary.stop_reply else ""
+    lines: list[Text] = []
+    if outcome is Outcome.COMPLETE:
+        lines.append(Text("Fertig.", style="green"))
+    elif outcome is Outcome.PROVIDER_LIMIT:
+        lines.append(Text(f"Vom Server angehalten: er nimmt gerade keine Nachrichten an.{reply} "
+                          f"{waiting} warten, niemand ist verloren. Später weiter mit: {again}"))
+    elif outcome is Outcome.DAILY_LIMIT:
+        lines.append(Text(f"Tageslimit erreicht ([smtp] daily_limit); {waiting} warten. Morgen weiter mit: {again}"))
+    elif outcome is Outcome.INTERRUPTED:
+        lines.append(Text(f"Angehalten. Genau hier weiter mit: {again}"))
+    elif outcome is Outcome.WAITING:
+        deferred = counts.get("deferred", 0)
+        when = f", der nächste Versuch ab {_when(summary.next_retry)}" if summary.next_retry else ""
+        last = f" Letzte Antwort des Servers: „{summary.stop_reply}“." if summary.stop_reply else ""
+        lines.append(Text(f"{deferred} Nachricht(en) zurückgestellt (vorübergehender Fehler){when}.{last} "
+                          f"Weiter mit: {again}"))
+    if counts.get("failed") and outcome is not Outcome.INTERRUPTED:
+        lines.append(Text(f"{counts['failed']} fehlgeschlagen; die Antworten des Servers zeigt: newsletter status "
+                          f"{issue} --failed. Nur nach einem behobenen Problem erneut: {again} --retry-failed"))
+    if counts.get("unknown"):
+        lines.append(Text(f"{counts['unknown']} Nachricht(en) sind unklar (Abbruch mitten im Senden). "
+                          f"Sie könnten angekommen sein; erneut nur mit {again} --retry-unknown"))
+    return lines
+
+
+def _print_dry_run(workspace: Workspace, plan: SendPlan, offline: bool) -> None:
+    result = dry_run(workspace, plan, offline)
+    for problem in result.problems:
+        err.print(Text(f"{problem.email}: {problem.reply}"), soft_wrap=True)
+    if result.problems:
+        raise NewsletterError(f"Probelauf: {len(result.problems)} Problem(e) in {result.messages} Nachrichten")
+    way = f"; Verbindung und Anmeldung bei {result.connection} in Ordnung" if result.connection else ""
+    out.print(f"[green]✓[/] Probelauf: {result.messages} Nachrichten gebaut und geprüft{way}, nichts gesendet.",
+              soft_wrap=True)
 
 
 @app.command()
 def status(
     issue: str | None = typer.Argument(None, help="Die Ausgabe; ohne Angabe alle Versände.", show_default=False),
     json_output: bool = typer.Option(False, "--json", help="Ergebnis als JSON."),
-    failed: bool = typer.Option(False, "--failed", help="Fehlgeschlagene und unklare Adressen auflisten."),
+    failed: bool = typer.Option(False, "--failed", help="Fehlgeschlagene, unklare und wartende Adressen "
+                                "mit der Antwort des Servers auflisten."),
 ) -> None:
     """Zeigt den Stand eines Versands aus dem Versandprotokoll.
 
     Beispiel: [bold]newsletter status issues/2026-12-innehalten.md --failed[/]
     """
     workspace = current_workspace()
-    if issue is None:
-        paths = sorted(workspace.journal_dir.glob("*.sqlite"))
-    else:
+    slug = None
+    if issue is not None:
         slug = parse_issue(workspace.resolve_issue(issue)).slug
-        paths = [journal_path(workspace.journal_dir, slug)]
-        if not paths[0].exists():
+        if not journal_path(workspace.journal_dir, slug).exists():
             raise NewsletterError(f"{slug}: wurde noch nicht gesendet")
-    results: list[dict[str, Any]] = []
-    for path in paths:
-        journal = SendJournal(path)
-        try:
-            counts = journal.counts()
-            if not journal.is_running():  # left by a run that died: `send` will call them unknown
-                counts["unknown"] += counts.pop("sending")
-            rows = journal.rows(("failed", "unknown")) if failed else []
-            results.append({
-                "issue": path.stem, "subject": journal.meta("subject") or "", "total": journal.total(),
-                **{state: counts[state] for state in STATES if state in counts},
-                **({"problems": [{"email": r.email, "state": r.state, "code": r.last_code,
-                                  "reply": r.last_reply} for r in rows]} if failed else {}),
-            })
-        finally:
-            journal.close()
+    results = send_status(workspace, slug, problems=failed)
     if json_output:
-        print_json(results[0] if issue is not None else results)
+        data = [result.to_json(failed) for result in results]
+        print_json(data[0] if issue is not None else data)
         return
     if not results:
         out.print("Noch kein Versand.")
     for result in results:
-        out.print(f"[bold]{result['issue']}[/]  {result['subject']}", soft_wrap=True)
-        _print_counts({k: v for k, v in result.items() if k in STATES})
-        for problem in result.get("problems", []):
-            reply = f" ({problem['code']} {problem['reply'] or ''})".rstrip() if problem["code"] else ""
-            out.print(Text(f"  {LABELS[problem['state']]}: {problem['email']}{reply}"), soft_wrap=True)
+        out.print(f"[bold]{result.issue}[/]  {result.subject}", soft_wrap=True)
+        _print_counts(result.counts)
+        if result.last_reply:
+            out.print(Text(f"  zuletzt angehalten mit: {result.last_reply}"), soft_wrap=True)
+        for problem in result.problems:
+            reply = f" ({problem.code} {problem.reply or ''})".rstrip() if problem.code else ""
+            out.print(Text(f"  {LABELS[problem.state]}: {problem.email}{reply}"), soft_wrap=True)
