@@ -65,7 +65,7 @@ class SmtpSettings:
     daily_limit: int = 0
     tls_ca_file: str = ""
     local_hostname: str = ""
-    retry_delay: float = 60.0   # first retry of a 4xx after this many seconds, doubling after
+    retry_delay: float = 300.0  # first retry of a 4xx after this many seconds (as Postfix), doubling after
     retry_window: str = "3 days"  # how long a recipient's temporary failure is retried, then failed
     limit_pause: float = 600.0  # pause when the provider says "too many" (hourly caps)
 

@@ -407,6 +407,16 @@ class SendJournal:
             self._rewind(row.seq - 1)
             self._deferred = self._deferred or row.state == DEFERRED
 
+    def restore(self, row: Row, code: int, reply: str) -> None:
+        """Undo a deferral that turned out to be the account's problem, not this person's: the
+        row is as it was before that attempt (its retry window not started by it), with the reply."""
+        with self._write():
+            self.db.execute("UPDATE recipients SET state = ?, attempts = ?, next_attempt_at = ?, deferred_since = ?,"
+                            " last_code = ?, last_reply = ?, updated_at = ? WHERE seq = ? AND state = ?",
+                            (row.state, row.attempts, row.next_attempt_at, row.deferred_since, code, reply,
+                             _stamp(), row.seq, DEFERRED))
+            self._rewind(row.seq - 1)
+
     def finish(self, seq: int, state: RowState, code: int | None = None, reply: str | None = None,
                message_id: str | None = None, next_attempt_at: float | None = None,
                deferred_since: float | None = None) -> None:

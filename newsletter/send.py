@@ -79,7 +79,7 @@ class SendOptions:
     rate: float | None = None          # messages per second, None for as fast as the server takes
     daily_limit: int = 0               # 0: no limit
     connections: int = 1
-    retry_delay: float = 60.0          # first retry of a 4xx after this many seconds, then doubling
+    retry_delay: float = 300.0         # first retry of a 4xx after this many seconds, then doubling
     max_backoff: float = 3600.0        # retries at least once an hour, like a mail server's queue
     retry_window: float = 3 * 86400.0  # then a recipient's temporary failure counts as failed
     max_wait: float = 60.0             # a run waits for a retry this close; a later one, a later run
@@ -207,7 +207,7 @@ class SendRun:
         self.paused_until = 0.0     # clock time: the end of the current round of pauses
         self.stop_reply = ""
         self._refusals: tuple[tuple[int, str] | None, int] = (None, 0)
-        self._streak: tuple[str, set[str]] = ("", set())
+        self._streak: tuple[str, dict[str, Row]] = ("", {})  # the kind of refusal, and whom it hit
 
     def run(self) -> SendSummary:
         started = time.monotonic()
@@ -338,7 +338,7 @@ class SendRun:
     def _record(self, row: Row, message_id: str, reply: Reply, where: str) -> float:
         """Turn the reply into the row's state; the end of a pause when the server refused the account."""
         judged = verdict(reply)
-        account_streak = self._note(row, reply, judged)
+        streak = self._note(row, reply, judged)
         if judged is Verdict.SENT:
             self.journal.finish(row.seq, SENT, reply.code, reply.text, message_id)
             with self._state:
@@ -354,7 +354,9 @@ class SendRun:
             return self._pause(reply)
         elif judged is Verdict.RETRY:
             self._defer(row, reply)
-            if account_streak:
+            if streak:  # not their problem after all: as if never tried, and the run pauses
+                for hit in streak:
+                    self.journal.restore(hit, reply.code, reply.text)
                 return self._pause(reply)
         elif judged is Verdict.SENDER_REFUSED:
             self.journal.release(row, reply.code, reply.text)
@@ -370,18 +372,23 @@ class SendRun:
                 self._watch_for_refusals(reply)
         return 0.0
 
-    def _note(self, row: Row, reply: Reply, judged: Verdict) -> bool:
-        """Keep the streak of temporary refusals; True when different people in a row get the same one."""
+    def _note(self, row: Row, reply: Reply, judged: Verdict) -> list[Row]:
+        """Keep the streak of temporary refusals. When different people in a row get the same
+        one, it was the account all along: returns those rows, as they were before."""
         with self._state:
-            kind, people = self._streak
+            kind, hit = self._streak
             if not may_be_a_streak(reply):
-                self._streak = ("", set()) if judged is not Verdict.PAUSE else self._streak
-                return False
+                if judged is not Verdict.PAUSE:
+                    self._streak = ("", {})
+                return []
             if reply.kind != kind:
-                kind, people = reply.kind, set()
-            people = people | {row.subscriber_id}
-            self._streak = (kind, people) if len(people) < STREAK else ("", set())
-            return len(people) >= STREAK
+                kind, hit = reply.kind, {}
+            hit = {**hit, row.subscriber_id: hit.get(row.subscriber_id, row)}
+            if len(hit) < STREAK:
+                self._streak = (kind, hit)
+                return []
+            self._streak = ("", {})
+            return list(hit.values())
 
     def _defer(self, row: Row, reply: Reply) -> None:
         """One person's temporary failure: retry with backoff, for the retry window, then fail."""
@@ -391,7 +398,9 @@ class SendRun:
             self.journal.finish(row.seq, FAILED, reply.code, reply.text, deferred_since=since)
             self._failed(row, reply)
             return
-        backoff = min(self.options.retry_delay * 2 ** row.attempts, self.options.max_backoff)
+        # Doubling from at least a second, so even retry_delay = 0 ends in a wait, never a spin.
+        first = max(self.options.retry_delay, 1.0)
+        backoff = min(first * 2 ** min(row.attempts, 24), self.options.max_backoff)
         self.journal.finish(row.seq, DEFERRED, reply.code, reply.text, next_attempt_at=now + backoff,
                             deferred_since=since)
         self.progress(Event.DEFERRED, "")

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 from browser_support import browser, offline, page  # noqa: F401 - fixtures for the browser tests
+from send_support import BODY
+from smtp_server import Mailbox, SmtpServer
 from typer.testing import CliRunner
 
 from newsletter.cli import app
@@ -92,3 +94,21 @@ def example_workspace(tmp_path: Path) -> Iterator[Path]:
         elif source.exists():
             shutil.copy(source, root / name)
     yield root
+
+
+@pytest.fixture(params=[True, False], ids=["pipelining", "one-by-one"])
+def mailbox(request: pytest.FixtureRequest) -> Mailbox:
+    """Every send test runs against a server with and without PIPELINING."""
+    return Mailbox(pipelining=request.param)
+
+
+@pytest.fixture
+def smtp(mailbox: Mailbox) -> Iterator[SmtpServer]:
+    server = SmtpServer(mailbox).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def issue(ws: Workspace) -> Path:
+    return write_issue(ws, "2026-12-impuls", BODY, subject="Impuls: Größe – „Nähe“ im Dezember")

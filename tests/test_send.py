@@ -11,13 +11,12 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
 from email.header import decode_header, make_header
-from pathlib import Path
 
 import pytest
 import trustme
 from conftest import invoke, write_issue
+from send_support import add_people, journal_counts, smtp_config
 from smtp_server import Mailbox, SmtpServer
 
 from newsletter.issue import parse_issue
@@ -28,8 +27,6 @@ from newsletter.subscribers import SubscriberStore
 from newsletter.tokens import unsubscribe_url, verify_token
 from newsletter.workspace import Workspace
 
-BODY = 'Hallo {{ first_name | default("du") }},\n\n„Verbindung“ – größer als Angst 🌱\n\n' \
-       "[Mehr lesen](https://praxis.example.org/artikel)\n"
 PEOPLE = [
     ("anna@example.org", "Anna Müller", "active"),
     ("ben@example.org", "", "active"),
@@ -38,49 +35,6 @@ PEOPLE = [
     ("erik@example.org", "Erik Neu", "pending"),
     ("fritz@example.org", "Fritz Fort", "unsubscribed"),
 ]
-
-
-def add_people(ws: Workspace, people: list[tuple[str, str, str]]) -> None:
-    with SubscriberStore(ws.subscribers_path).change() as subscribers:
-        for email, name, status in people:
-            person = subscribers.add(email, name, status="active" if status != "pending" else "pending")
-            if status == "unsubscribed":
-                subscribers.set_status(person, "unsubscribed")
-
-
-def smtp_config(ws: Workspace, port: int, **settings: object) -> None:
-    values = {"host": "127.0.0.1", "port": port, "security": "none", "retry_delay": 0, "limit_pause": 0.05,
-              **settings}
-    lines = [f"{key} = {json.dumps(value)}" for key, value in values.items()]
-    config = ws.root / "newsletter.toml"
-    config.write_text(config.read_text() + "\n[smtp]\n" + "\n".join(lines) + "\n")
-    ws.__dict__.pop("config", None)
-
-
-@pytest.fixture(params=[True, False], ids=["pipelining", "one-by-one"])
-def mailbox(request: pytest.FixtureRequest) -> Mailbox:
-    """Every send test runs against a server with and without PIPELINING."""
-    return Mailbox(pipelining=request.param)
-
-
-@pytest.fixture
-def smtp(mailbox: Mailbox) -> Iterator[SmtpServer]:
-    server = SmtpServer(mailbox).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def issue(ws: Workspace) -> Path:
-    return write_issue(ws, "2026-12-impuls", BODY, subject="Impuls: Größe – „Nähe“ im Dezember")
-
-
-def journal_counts(ws: Workspace, slug: str = "2026-12-impuls") -> dict[str, int]:
-    journal = SendJournal(journal_path(ws.journal_dir, slug))
-    try:
-        return journal.counts()
-    finally:
-        journal.close()
 
 
 def test_each_active_subscriber_gets_one_correct_message(ws, runner, smtp, mailbox, issue) -> None:
@@ -451,24 +405,6 @@ def test_kill_9_mid_send_then_resume_never_twice(ws, smtp, mailbox, issue, conne
             assert delivered[address] == 1, address
 
 
-def test_ctrl_c_stops_after_the_message_in_flight(ws, smtp, mailbox, issue) -> None:
-    people = [(f"p{i}@example.org", "", "active") for i in range(30)]
-    add_people(ws, people)
-    smtp_config(ws, smtp.port, rate_limit="20/second")
-    process = _send_process(ws)
-    _wait_for(mailbox, 5)
-    process.send_signal(signal.SIGINT)
-    stdout, _ = process.communicate(timeout=30)
-    assert process.returncode == 130
-    assert "Angehalten" in stdout.decode() and "newsletter send" in stdout.decode()
-    counts = journal_counts(ws)
-    assert counts["sending"] == counts["unknown"] == 0
-    assert counts["sent"] == len(mailbox.received) < 30
-    process = _send_process(ws)
-    process.communicate(timeout=60)
-    assert Counter(r.rcpt_to[0] for r in mailbox.received) == {p[0]: 1 for p in people}
-
-
 def test_daily_limit_stops_and_resumes_tomorrow(ws, runner, smtp, mailbox, issue) -> None:
     add_people(ws, [(f"p{i}@example.org", "", "active") for i in range(5)])
     smtp_config(ws, smtp.port, daily_limit=2)
@@ -663,25 +599,6 @@ def test_someone_erased_after_a_failure_is_skipped_by_retry_failed(ws, runner, s
     counts = journal_counts(ws)
     assert (counts["sent"], counts["skipped"], counts["failed"], counts["pending"]) == (2, 1, 0, 0)
     assert sorted(r.rcpt_to[0] for r in mailbox.received) == ["p0@example.org", "p2@example.org"]
-
-
-def test_a_send_waiting_for_its_rate_slot_holds_no_write_lock(ws, smtp, mailbox, issue) -> None:
-    """`subscribers forget` must be able to scrub the journal while a slow send waits."""
-    add_people(ws, [(f"p{i}@example.org", "", "active") for i in range(3)])
-    smtp_config(ws, smtp.port, rate_limit="2/minute")
-    process = _send_process(ws)
-    try:
-        _wait_for(mailbox, 1)
-        time.sleep(0.5)  # the first outcome is recorded; the next slot is 30 s away
-        db = sqlite3.connect(journal_path(ws.journal_dir, "2026-12-impuls"), timeout=0)
-        try:
-            db.execute("BEGIN IMMEDIATE")  # "database is locked" if the send kept its transaction open
-            db.execute("ROLLBACK")
-        finally:
-            db.close()
-    finally:
-        process.kill()
-        process.wait()
 
 
 def test_two_connections_leave_no_due_row_behind_when_a_retry_is_far_off(ws, runner, smtp, mailbox,

@@ -7,6 +7,7 @@ import datetime as dt
 import signal
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import typer
 from rich.panel import Panel
@@ -87,12 +88,7 @@ def send(
         return
     again = plan.again(retry_unknown, retry_failed)
     if plan.already is not None and plan.to_send == 0 and not again:
-        if json_output:
-            print_json({"outcome": "nothing_to_do", "counts": plan.already})
-            return
-        out.print(f"[green]✓[/] {parsed.path.name} ist bereits vollständig versendet; nichts zu tun.", soft_wrap=True)
-        _print_counts(plan.already)
-        return
+        _nothing_to_do(workspace, plan, json_output)
     count = plan.to_send + again
     if not json_output:
         _print_plan(plan, count)
@@ -106,6 +102,22 @@ def send(
         print_json(summary.to_json())
     else:
         _print_summary(workspace, plan, summary)
+    raise typer.Exit(summary.exit_code)
+
+
+def _nothing_to_do(workspace: Workspace, plan: SendPlan, json_output: bool) -> NoReturn:
+    """Every row has its outcome; the exit code still says whether all of them were sent."""
+    counts = plan.already or {}
+    outcome = Outcome.FAILURES if counts.get("failed") or counts.get("unknown") else Outcome.COMPLETE
+    summary = SendSummary(counts=counts, outcome=outcome, transport=plan.transport, seconds=0.0)
+    if json_output:
+        print_json(summary.to_json())
+    else:
+        done = "vollständig versendet" if outcome is Outcome.COMPLETE else "abgeschlossen, aber nicht an alle"
+        out.print(f"[green]✓[/] {plan.issue.path.name} ist bereits {done}; nichts zu tun.", soft_wrap=True)
+        _print_counts(counts)
+        for line in _closing_lines(workspace, plan, summary)[outcome is Outcome.COMPLETE:]:
+            out.print(line, soft_wrap=True)
     raise typer.Exit(summary.exit_code)
 
 
@@ -160,8 +172,8 @@ def _stop_on_ctrl_c() -> Iterator[list[SendRun]]:
         if not runs or runs[0].stop.is_set():
             signal.signal(signal.SIGINT, signal.default_int_handler)
             raise KeyboardInterrupt
-        err.print("\nHalte an, sobald die laufende Nachricht fertig ist …", soft_wrap=True)
         runs[0].halt(Outcome.INTERRUPTED)
+        err.print("\nHalte an, sobald die laufende Nachricht fertig ist …", soft_wrap=True)
 
     previous = signal.signal(signal.SIGINT, handler)
     try:
