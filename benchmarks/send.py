@@ -3,6 +3,7 @@
     python benchmarks/send.py                      # 5,000 messages to a sink, three senders
     python benchmarks/send.py --count 20000
     python benchmarks/send.py --outbox --count 100000   # peak memory of a big send to the outbox
+    python benchmarks/send.py --latency 30 --count 300  # every server reply 30 ms late: a real provider
 
 What is measured, each in its own process, from start to exit (wall clock), with the peak
 resident memory of that process (a small launcher waits for it with `os.wait4`, which gives
@@ -19,6 +20,10 @@ the rusage of exactly that process):
 
 The sink is Postfix's `smtp-sink` on 127.0.0.1 when installed, else an aiosmtpd sink in its own
 process; a fresh sink per sender counts what arrived, and every run must deliver exactly N.
+With `--latency MS`, a small proxy process sits between each sender and its sink and holds
+every byte the server sends back for MS milliseconds (in order): the distance to a real
+provider, where round trips, not bytes, set the pace. Then ours runs with 1 and 4 connections
+beside plain smtplib (with TCP_NODELAY, as ours has) and mailmerge.
 The in-process figure "MessageFactory.build" is the per-message splice alone.
 
 Nothing here is run by the tests; there are no timing assertions anywhere.
@@ -73,10 +78,11 @@ with open(sys.argv[1], "w") as report:
 """
 
 SMTPLIB_SENDER = r"""
-import smtplib, sys, time
+import smtplib, socket, sys, time
 host, port, path, sender = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 started = time.perf_counter()
 conn = smtplib.SMTP(host, port)
+conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as ours does: a fair comparison
 conn.ehlo()
 sent = 0
 with open(path, "rb") as messages:
@@ -127,11 +133,12 @@ def make_workspace(root: Path, count: int) -> Workspace:
     return Workspace(root)
 
 
-def point_at(workspace: Workspace, port: int | None) -> None:
+def point_at(workspace: Workspace, port: int | None, connections: int = 1) -> None:
     """[smtp] to the sink on 127.0.0.1:port, no TLS, no rate limit; no port: the outbox."""
     path = workspace.root / "newsletter.toml"
     config = tomllib.loads(path.read_text(encoding="utf-8"))
-    config["smtp"] = {"host": "127.0.0.1", "port": port, "security": "none"} if port else {}
+    config["smtp"] = {"host": "127.0.0.1", "port": port, "security": "none",
+                      "connections": connections} if port else {}
     path.write_text(tomli_w.dumps(config), encoding="utf-8")
     workspace.__dict__.pop("config", None)
 
@@ -211,9 +218,10 @@ def find_smtp_sink() -> str | None:
 
 
 class Sink:
-    """One SMTP sink process on 127.0.0.1; `count` is what it accepted (smtp-sink -c counters)."""
+    """One SMTP sink process on 127.0.0.1; `count` is what it accepted (smtp-sink -c counters).
+    With a latency, senders talk to `port`, a proxy in front of the sink that delays its replies."""
 
-    def __init__(self, kind: str, folder: Path) -> None:
+    def __init__(self, kind: str, folder: Path, latency_ms: float = 0.0) -> None:
         self.kind = kind
         self.port = free_port()
         self.log = folder / f"sink-{self.port}.log"
@@ -235,9 +243,19 @@ class Sink:
                 self.process.kill()
                 raise SystemExit(f"{kind} did not start: {self.log.read_text(errors='replace')}")
             time.sleep(0.02)
+        self.proxy: subprocess.Popen | None = None
+        if latency_ms:
+            self.sink_port, self.port = self.port, free_port()
+            self.proxy = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--serve-proxy",
+                                           str(self.port), str(self.sink_port), str(latency_ms)],
+                                          stdin=subprocess.DEVNULL)
+            wait_for_port(self.port, self.proxy)
 
     def stop(self) -> int:
         time.sleep(0.2)  # the last counter update
+        if self.proxy is not None:
+            self.proxy.send_signal(signal.SIGTERM)
+            self.proxy.wait(10)
         self.process.send_signal(signal.SIGTERM)
         self.process.wait(10)
         self._output.close()
@@ -245,9 +263,71 @@ class Sink:
         return int(counts[-1]) if counts else 0
 
 
+def wait_for_port(port: int, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 10
+    while True:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise SystemExit(f"the process on port {port} did not start")
+        time.sleep(0.02)
+
+
+def serve_proxy(listen: int, target: int, latency_ms: float) -> None:
+    """Forward a TCP connection to the sink; hold every byte coming back for `latency_ms`, in order."""
+    import asyncio
+
+    delay = latency_ms / 1000
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, late: bool) -> None:
+        queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+
+        async def deliver() -> None:
+            while True:
+                due, chunk = await queue.get()
+                if not chunk:
+                    break
+                await asyncio.sleep(max(0.0, due - loop.time()))
+                writer.write(chunk)
+                await writer.drain()
+            writer.close()
+
+        sender = asyncio.create_task(deliver()) if late else None
+        with contextlib.suppress(OSError):
+            while chunk := await reader.read(65536):
+                if late:
+                    queue.put_nowait((loop.time() + delay, chunk))
+                else:
+                    writer.write(chunk)
+                    await writer.drain()
+        if sender is not None:
+            queue.put_nowait((0.0, b""))
+            with contextlib.suppress(OSError):
+                await sender
+        else:
+            writer.close()
+
+    async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", target)
+        for stream in (writer, upstream_writer):
+            stream.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        await asyncio.gather(pipe(reader, upstream_writer, False), pipe(upstream_reader, writer, True))
+
+    async def main() -> None:
+        server = await asyncio.start_server(connection, "127.0.0.1", listen)
+        stop = asyncio.Event()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        async with server:
+            await stop.wait()
+
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(main())
+
+
 @contextlib.contextmanager
-def sink(kind: str, folder: Path, expected: int, name: str) -> Iterator[Sink]:
-    server = Sink(kind, folder)
+def sink(kind: str, folder: Path, expected: int, name: str, latency_ms: float = 0.0) -> Iterator[Sink]:
+    server = Sink(kind, folder, latency_ms)
     try:
         yield server
     finally:
@@ -285,13 +365,14 @@ def serve_aiosmtpd(port: int) -> None:
 # -- the contenders -----------------------------------------------------------------------------
 
 
-def run_ours(workspace: Workspace, count: int, folder: Path, kind: str | None, label: str) -> Result:
+def run_ours(workspace: Workspace, count: int, folder: Path, kind: str | None, label: str,
+             latency_ms: float = 0.0, connections: int = 1) -> Result:
     argv = [*(tool("newsletter") or [sys.executable, "-m", "newsletter"]), "send", ISSUE, "--yes"]
     fresh_state(workspace)
     log = folder / f"ours-{label.replace(' ', '-')}.log"
     with contextlib.ExitStack() as stack:
-        server = stack.enter_context(sink(kind, folder, count, label)) if kind else None
-        point_at(workspace, server.port if server else None)
+        server = stack.enter_context(sink(kind, folder, count, label, latency_ms)) if kind else None
+        point_at(workspace, server.port if server else None, connections)
         seconds, rss, code = measure(argv, workspace.root, clean_env(workspace), log)
         if code != 0:
             raise SystemExit(f"newsletter send failed ({code}):\n{log.read_text(errors='replace')[-3000:]}")
@@ -327,9 +408,9 @@ def prebuild(workspace: Workspace, people: list[Recipient], path: Path) -> tuple
     return factory.envelope_from, build_seconds, size
 
 
-def run_smtplib(path: Path, sender: str, count: int, folder: Path, kind: str) -> Result:
+def run_smtplib(path: Path, sender: str, count: int, folder: Path, kind: str, latency_ms: float = 0.0) -> Result:
     log = folder / "smtplib.log"
-    with sink(kind, folder, count, "smtplib") as server:
+    with sink(kind, folder, count, "smtplib", latency_ms) as server:
         seconds, rss, code = measure(
             [sys.executable, "-c", SMTPLIB_SENDER, "127.0.0.1", str(server.port), str(path), sender],
             folder, clean_env(), log)
@@ -397,14 +478,15 @@ def mailmerge_files(workspace: Workspace, people: list[Recipient], folder: Path,
             "--config", str(folder / "mailmerge_server.conf")]
 
 
-def run_mailmerge(workspace: Workspace, people: list[Recipient], folder: Path, kind: str) -> Result | None:
+def run_mailmerge(workspace: Workspace, people: list[Recipient], folder: Path, kind: str,
+                  latency_ms: float = 0.0) -> Result | None:
     argv = tool("mailmerge")
     if argv is None:
         print("mailmerge is not installed (pip install mailmerge, or pip install -e '.[bench]'); skipped")
         return None
     count = len(people)
     log = folder / "mailmerge.log"
-    with sink(kind, folder, count, "mailmerge") as server:
+    with sink(kind, folder, count, "mailmerge", latency_ms) as server:
         files = mailmerge_files(workspace, people, folder, server.port)
         # --output-format text to /dev/null: mailmerge prints every message; a terminal would slow it
         seconds, rss, code = measure([*argv, "--no-limit", "--no-dry-run", "--output-format", "text", *files],
@@ -487,6 +569,34 @@ def smtp_benchmark(workspace: Workspace, single: Workspace, folder: Path, kind: 
     print_table([ours, start, *([beyond] if steady else []), plain, *([peer] if peer else []), build], extra)
 
 
+def latency_benchmark(workspace: Workspace, folder: Path, kind: str, latency_ms: float, repeat: int) -> None:
+    """The same senders with every server reply `latency_ms` late: round trips set the pace."""
+    people = recipients(workspace)
+    count = len(people)
+    sender, _, _ = prebuild(workspace, people, folder / "prebuilt.bin")
+    runs: dict[str, list[Result]] = {"one": [], "four": [], "smtplib": [], "mailmerge": []}
+    for n in range(repeat):
+        runs["one"].append(run_ours(workspace, count, folder, kind, f"ours-1-{n}", latency_ms, 1))
+        runs["four"].append(run_ours(workspace, count, folder, kind, f"ours-4-{n}", latency_ms, 4))
+        runs["smtplib"].append(run_smtplib(folder / "prebuilt.bin", sender, count, folder, kind, latency_ms))
+        peer = run_mailmerge(workspace, people, folder, kind, latency_ms)
+        if peer is not None:
+            runs["mailmerge"].append(peer)
+    one, four, plain = (median_result(runs[key]) for key in ("one", "four", "smtplib"))
+    peer = median_result(runs["mailmerge"]) if runs["mailmerge"] else None
+    one.name, four.name = "newsletter send --yes, 1 connection", "newsletter send --yes, 4 connections"
+    plain.name = "plain smtplib (TCP_NODELAY), pre-built"
+    extra = [
+        ("ours (1) / smtplib", f"{one.rate / plain.rate:.1f}× (target ≥ 1.8×: "
+                               f"{'met' if one.rate >= 1.8 * plain.rate else 'MISSED'})"),
+        ("ours (4) / smtplib", f"{four.rate / plain.rate:.1f}× (target ≥ 3.5×: "
+                               f"{'met' if four.rate >= 3.5 * plain.rate else 'MISSED'})"),
+    ]
+    if peer:
+        extra.append(("ours (1) / mailmerge", f"{one.rate / peer.rate:.1f}×"))
+    print_table([one, four, plain, *([peer] if peer else [])], extra)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     parser.add_argument("--count", type=int, default=None, help="messages per sender (default 5,000; "
@@ -495,12 +605,18 @@ def main() -> None:
     parser.add_argument("--sink", choices=("auto", "smtp-sink", "aiosmtpd"), default="auto")
     parser.add_argument("--repeat", type=int, default=1, help="runs per sender; the median is shown")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    parser.add_argument("--latency", type=float, default=0.0, metavar="MS",
+                        help="hold every server reply this long (a proxy in front of the sink)")
     parser.add_argument("--serve-aiosmtpd", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-proxy", nargs=3, metavar=("LISTEN", "TARGET", "MS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_aiosmtpd:
         serve_aiosmtpd(args.serve_aiosmtpd)
         return
-    count = args.count or (100_000 if args.outbox else 5_000)
+    if args.serve_proxy:
+        serve_proxy(int(args.serve_proxy[0]), int(args.serve_proxy[1]), float(args.serve_proxy[2]))
+        return
+    count = args.count or (100_000 if args.outbox else 300 if args.latency else 5_000)
     folder = Path(tempfile.mkdtemp(prefix="newsletter-bench-"))
     compile_checkout()
     try:
@@ -517,6 +633,10 @@ def main() -> None:
             return
         kind = args.sink if args.sink != "auto" else ("smtp-sink" if find_smtp_sink() else "aiosmtpd")
         print(f"sink: {kind} on 127.0.0.1, a fresh one per sender")
+        if args.latency:
+            print(f"every server reply held {args.latency:g} ms by a proxy in front of the sink")
+            latency_benchmark(workspace, folder, kind, args.latency, args.repeat)
+            return
         smtp_benchmark(workspace, make_workspace(folder / "workspace-1", 1), folder, kind, args.repeat)
     finally:
         if args.keep:

@@ -328,3 +328,39 @@ def test_a_send_waiting_for_its_rate_slot_holds_no_write_lock(ws, plain_smtp, is
     finally:
         process.kill()
         process.wait()
+
+
+# -- the disk, not the server: one clear line ---------------------------------------------------------
+
+
+def test_an_outbox_that_cannot_be_written_is_one_clear_line(ws, runner, issue) -> None:
+    add_people(ws, people(2))
+    ws.outbox_dir.mkdir(parents=True)
+    (ws.outbox_dir / "2026-12-impuls").write_text("kein Ordner")  # where the folder should be
+    result = invoke(runner, "send", str(issue), "--yes")
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"Fehler: Postausgang {ws.outbox_dir / '2026-12-impuls'}: kann nicht schreiben")
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.output
+    assert journal_counts(ws)["pending"] == 2  # nothing lost: the same command continues once it is fixed
+
+
+def test_a_damaged_journal_is_one_clear_line(ws, runner, issue) -> None:
+    add_people(ws, people(2))
+    ws.journal_dir.mkdir(parents=True)
+    journal_path(ws.journal_dir, "2026-12-impuls").write_bytes(b"this is not a database" * 100)
+    for command in (["send", str(issue), "--yes"], ["status"]):
+        result = invoke(runner, *command)
+        assert result.exit_code == 1, command
+        assert "2026-12-impuls.sqlite: Versandprotokoll nicht les- oder schreibbar" in result.stderr
+        assert result.stderr.count("\n") == 1 and "Traceback" not in result.output
+
+
+def test_a_damaged_journal_stops_a_send_with_a_daily_limit_instead_of_counting_zero(ws, runner, smtp, mailbox,
+                                                                                    issue) -> None:
+    add_people(ws, people(2))
+    smtp_config(ws, smtp.port, daily_limit=1)
+    ws.journal_dir.mkdir(parents=True)
+    (ws.journal_dir / "2026-11-alt.sqlite").write_bytes(b"kaputt" * 1000)
+    result = invoke(runner, "send", str(issue), "--yes")
+    assert result.exit_code == 1 and "2026-11-alt.sqlite" in result.stderr
+    assert mailbox.received == []
