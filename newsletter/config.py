@@ -19,6 +19,7 @@ from newsletter.errors import ConfigError
 LANGUAGES = ("de", "en")
 SECURITY_MODES = ("starttls", "ssl", "none")
 DEFAULT_PORTS = {"starttls": 587, "ssl": 465, "none": 25}
+IMAP_PORTS = {"ssl": 993, "starttls": 143}
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,29 @@ class SmtpSettings:
 
 
 @dataclass(frozen=True)
+class ImapSettings:
+    """Her own mailbox, where bounces, complaints, mailto unsubscribes and replies arrive."""
+
+    host: str = ""
+    port: int = 0
+    security: str = "ssl"
+    username: str = ""
+    password_command: str = ""
+    folder: str = "INBOX"
+    tls_ca_file: str = ""
+    timeout: float = 60.0
+    bounce_folder: str = "Newsletter/Unzustellbar"
+    unsubscribe_folder: str = "Newsletter/Abmeldungen"
+    complaint_folder: str = "Newsletter/Beschwerden"
+    autoreply_folder: str = "Newsletter/Abwesenheit"
+    soft_bounce_limit: int = 3  # soft bounces on this many issues in a row make an address bounced
+
+    @property
+    def effective_port(self) -> int:
+        return self.port or IMAP_PORTS[self.security]
+
+
+@dataclass(frozen=True)
 class WebSettings:
     host: str = "127.0.0.1"
     port: int = 8025
@@ -102,6 +126,7 @@ class Config:
     imprint: Imprint
     smtp: SmtpSettings
     web: WebSettings
+    imap: ImapSettings = field(default_factory=ImapSettings)
 
     @property
     def list_id(self) -> str:
@@ -118,6 +143,7 @@ SECTIONS: dict[str, type] = {
     "imprint": Imprint,
     "smtp": SmtpSettings,
     "web": WebSettings,
+    "imap": ImapSettings,
 }
 
 _RATE_UNITS = {
@@ -300,6 +326,17 @@ def _validate(config: Config) -> None:
     for key in ("signups_per_hour", "mails_per_address_per_day"):
         if getattr(web, key) < 1:
             fail(f"[web] {key}", "muss mindestens 1 sein")
+    imap = config.imap
+    if imap.security not in IMAP_PORTS:
+        fail("[imap] security", f'"{imap.security}" ist unbekannt, erlaubt: ssl, starttls (ohne Verschlüsselung nie)')
+    if not 0 <= imap.port <= 65535:
+        fail("[imap] port", f"{imap.port} ist kein gültiger Port")
+    if imap.host and not imap.username:
+        fail("[imap] username", "fehlt: mit welchem Benutzernamen meldest du dich am Postfach an?")
+    if imap.soft_bounce_limit < 1:
+        fail("[imap] soft_bounce_limit", "muss mindestens 1 sein")
+    if imap.tls_ca_file and not _resolve(path, imap.tls_ca_file).is_file():
+        fail("[imap] tls_ca_file", f'"{imap.tls_ca_file}" nicht gefunden')
     if web.privacy_url and not re.fullmatch(r"https?://\S+", web.privacy_url):
         fail("[web] privacy_url", f'"{web.privacy_url}" ist keine Adresse wie "https://example.org/datenschutz"')
 

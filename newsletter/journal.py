@@ -69,7 +69,11 @@ CREATE TABLE IF NOT EXISTS recipients (
     next_attempt_at REAL,
     updated_at TEXT,
     sent_at TEXT,
-    deferred_since REAL
+    deferred_since REAL,
+    bounce_kind TEXT,
+    bounce_status TEXT,
+    bounce_diagnostic TEXT,
+    bounced_at TEXT
 );
 -- No index on every row's state: a change of state then writes the row's page alone, and
 -- fewer pages make a faster fsync. Pending rows are found by walking seq (see _next_due).
@@ -78,7 +82,12 @@ CREATE INDEX IF NOT EXISTS recipients_deferred ON recipients (seq) WHERE state =
 """
 READ_AHEAD = 64  # pending rows fetched at once
 ROW_SELECT = ("SELECT seq, subscriber_id, email, name, state, attempts, last_code, last_reply,"
-              " message_id, next_attempt_at, sent_at, deferred_since FROM recipients")
+              " message_id, next_attempt_at, sent_at, deferred_since,"
+              " bounce_kind, bounce_status, bounce_diagnostic, bounced_at FROM recipients")
+# Columns later versions added; a journal from before gets them when it is opened.
+ADDED_COLUMNS = {"deferred_since": "REAL", "bounce_kind": "TEXT", "bounce_status": "TEXT",
+                 "bounce_diagnostic": "TEXT", "bounced_at": "TEXT"}
+BOUNCE_KINDS = ("hard", "soft", "policy")  # as `newsletter inbox` read a bounce that came back later
 
 
 @dataclass(frozen=True)
@@ -95,6 +104,10 @@ class Row:
     next_attempt_at: float | None
     sent_at: str | None
     deferred_since: float | None  # when its first temporary failure came: the retry window starts
+    bounce_kind: str | None = None     # a bounce that came back later: hard, soft or policy
+    bounce_status: str | None = None   # its enhanced status code, e.g. "5.1.1"
+    bounce_diagnostic: str | None = None
+    bounced_at: str | None = None
 
 
 class JournalError(NewsletterError):
@@ -133,8 +146,9 @@ class SendJournal:
             self.db.execute("PRAGMA synchronous=NORMAL")  # durable writes ask for FULL (module docstring)
             self.db.executescript(SCHEMA)
             columns = {row[1] for row in self.db.execute("PRAGMA table_info(recipients)")}
-            if "deferred_since" not in columns:  # a journal from before the retry window
-                self.db.execute("ALTER TABLE recipients ADD COLUMN deferred_since REAL")
+            for name, kind in ADDED_COLUMNS.items():
+                if name not in columns:
+                    self.db.execute(f"ALTER TABLE recipients ADD COLUMN {name} {kind}")
             # Only this journal's own `finish` makes rows deferred; until then no need to look for them.
             self._deferred = self.db.execute(
                 "SELECT EXISTS (SELECT 1 FROM recipients WHERE state = ?)", (DEFERRED,)).fetchone()[0] == 1
@@ -437,6 +451,29 @@ class SendJournal:
                 " sent_at = CASE WHEN ? = 'sent' THEN ? ELSE sent_at END, deferred_since = ? WHERE seq = ?",
                 (state, code, ERASED, reply, message_id, next_attempt_at, _stamp(), state, _stamp(),
                  deferred_since, seq))
+
+    def sent_rows(self) -> list[Row]:
+        """Every row a message went out for (sent or unclear): what a bounce can belong to."""
+        with self._sqlite_errors():
+            cursor = self.db.execute(f"{ROW_SELECT} WHERE message_id IS NOT NULL AND state IN (?, ?) ORDER BY seq",
+                                     (SENT, UNKNOWN))
+            return [Row(*values) for values in cursor]
+
+    def record_bounce(self, seq: int, kind: str, status: str, diagnostic: str, when: str) -> bool:
+        """Note a bounce that came back for this row; a hard one is never weakened by a later soft
+        one. False if the row already says exactly this (a mail read twice changes nothing)."""
+        with self._write():
+            return self.db.execute(
+                "UPDATE recipients SET bounce_kind = ?, bounce_status = ?, bounce_diagnostic = ?, bounced_at = ?"
+                " WHERE seq = ? AND NOT (COALESCE(bounce_kind, '') = 'hard' AND ? != 'hard')"
+                " AND NOT (COALESCE(bounce_kind, '') = ? AND COALESCE(bounce_status, '') = ?)",
+                (kind, status, diagnostic, when, seq, kind, kind, status)).rowcount == 1
+
+    def bounce_counts(self) -> dict[str, int]:
+        with self._sqlite_errors():
+            found = dict(self.db.execute("SELECT bounce_kind, COUNT(*) FROM recipients"
+                                         " WHERE bounce_kind IS NOT NULL GROUP BY bounce_kind"))
+        return {kind: found.get(kind, 0) for kind in BOUNCE_KINDS}
 
     def has_pending(self) -> bool:
         """Whether any row waits for its first try (pending, or reserved by a worker)."""

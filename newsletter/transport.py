@@ -21,7 +21,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Protocol, Self
 
-from newsletter.config import SmtpSettings
+from newsletter.config import ImapSettings, SmtpSettings
 from newsletter.errors import TransportError
 from newsletter.replies import Reply, Step
 
@@ -106,23 +106,29 @@ def outbox_name(recipient: str) -> str:
 
 def smtp_password(settings: SmtpSettings) -> str:
     """NEWSLETTER_SMTP_PASSWORD, else the output of password_command; never from the config file."""
-    password = os.environ.get(PASSWORD_ENV, "")
-    if password or not settings.username:
+    return ask_password(PASSWORD_ENV, settings.password_command, "smtp", needed=bool(settings.username))
+
+
+def ask_password(variable: str, command: str, section: str, needed: bool = True) -> str:
+    """A password from the environment, else from the author's own command (a keyring, `pass`)."""
+    password = os.environ.get(variable, "")
+    if password or not needed:
         return password
-    if settings.password_command:
+    if command:
         try:
-            result = subprocess.run(settings.password_command, shell=True, capture_output=True,  # noqa: S602 - the author's own command
+            result = subprocess.run(command, shell=True, capture_output=True,  # noqa: S602 - the author's own command
                                     text=True, timeout=60, check=False)
         except subprocess.TimeoutExpired:
-            raise TransportError("[smtp] password_command: keine Antwort nach 60 Sekunden") from None
+            raise TransportError(f"[{section}] password_command: keine Antwort nach 60 Sekunden") from None
         if result.returncode != 0 or not result.stdout.strip():
-            raise TransportError(f"[smtp] password_command ist fehlgeschlagen (Exit-Code {result.returncode})")
+            raise TransportError(f"[{section}] password_command ist fehlgeschlagen (Exit-Code {result.returncode})")
         return result.stdout.strip()
-    raise TransportError(f"SMTP-Passwort fehlt: bitte in der Umgebungsvariablen {PASSWORD_ENV} setzen "
-                         "(oder [smtp] password_command angeben)")
+    what = "SMTP" if section == "smtp" else "Postfach"
+    raise TransportError(f"{what}-Passwort fehlt: bitte in der Umgebungsvariablen {variable} setzen "
+                         f"(oder [{section}] password_command angeben)")
 
 
-def tls_context(settings: SmtpSettings, config_dir: Path) -> ssl.SSLContext:
+def tls_context(settings: SmtpSettings | ImapSettings, config_dir: Path) -> ssl.SSLContext:
     """Always verify certificates; a private CA can be added, never verification switched off."""
     context = ssl.create_default_context()
     if settings.tls_ca_file:
