@@ -211,17 +211,22 @@ def _check_names(workspace: Workspace, issue: Issue, slots: list[Slot],
         index, shown = _bare_field(lines, name)
         fix = f'so geht es: {{{{ {name} | default("du") }}}}'
         if missing[name]:
-            error(f"{{{{ {name} }}}} hat keinen Ersatz, und {missing[name]} von {readers} Abonnent:innen haben "
-                  f"{FIELD_WORDS[name]}: sie läsen „{shown}“; {fix}", issue.where(index))
+            error(f"{{{{ {name} }}}} hat keinen Ersatz, und {missing[name]} von {readers} Abonnent:innen "
+                  f"{_have(missing[name])} {FIELD_WORDS[name]}: dort stünde „{shown}“; {fix}", issue.where(index))
         elif issue.archive:
             warn(f"{{{{ {name} }}}} hat keinen Ersatz: auf der Seite im Web-Archiv steht dort „{shown}“; {fix}",
                  issue.where(index))
     if titles:
         found = ", ".join(f"„{title}“ {count}×" for title, count in titles.most_common())
         index = next(i for i, line in enumerate(lines) if "first_name" in line)
-        warn(f"{sum(titles.values())} Abonnent:innen haben einen Titel vor dem Namen ({found}); "
+        count = sum(titles.values())
+        warn(f"{count} Abonnent:innen {_have(count)} einen Titel vor dem Namen ({found}); "
              "{{ first_name }} lässt ihn weg und nimmt den Vornamen danach. Steht nach dem Titel nur ein Name "
              "(„Frau Meier“), gilt er als Nachname, und es greift der Ersatz aus default(…)", issue.where(index))
+
+
+def _have(count: int) -> str:
+    return "hat" if count == 1 else "haben"
 
 
 def _bare_field(lines: list[str], name: str) -> tuple[int, str]:
@@ -233,7 +238,7 @@ def _bare_field(lines: list[str], name: str) -> tuple[int, str]:
                     parsed.group("gq") is None:
                 before = line[:match.start()][-30:].lstrip()
                 after = ANY_FIELD.sub("…", line[match.end():])[:30].rstrip()
-                return index, f"{before}{after}".strip()
+                return index, " ".join(f"{before}{after}".split())
     return 0, ""
 
 
@@ -252,7 +257,7 @@ def _text_findings(issue: Issue, body: str, language: str) -> list[tuple[int, st
         elif token.nesting == -1 and token.type != "paragraph_close":
             containers.pop()
         elif token.type == "paragraph_open" and token.map and "blockquote_open" not in containers:
-            paragraphs.append((*token.map, "list_item_open" in containers))
+            paragraphs.append((token.map[0], token.map[1], "list_item_open" in containers))
         elif token.type in ("fence", "code_block", "html_block") and token.map:
             code.update(range(*token.map))
     last_text = max((i for i, line in enumerate(lines) if line.strip()), default=-1)

@@ -130,8 +130,11 @@ def slugify(title: str, max_length: int = 60) -> str:
 
 
 def draft_issue(workspace: Workspace, title: str, month: str | None = None,
-                today: dt.date | None = None) -> Path:
-    """Create issues/YYYY-MM-slug.md from templates/issue.md; never overwrite."""
+                today: dt.date | None = None, body: str | None = None) -> Path:
+    """Create issues/YYYY-MM-slug.md from templates/issue.md; never overwrite.
+
+    With `body`, only the template's front matter is used and the body is the given text.
+    """
     today = today or dt.date.today()
     if month is None:
         date = today
@@ -144,8 +147,13 @@ def draft_issue(workspace: Workspace, title: str, month: str | None = None,
     if not slug:
         raise IssueError(f"„{title}“: aus diesem Titel lässt sich kein Dateiname bilden")
     path = workspace.issues_dir / f"{date:%Y-%m}-{slug}.md"
-    template = workspace.templates.from_string(workspace.template_source("issue.md"))
+    source = workspace.template_source("issue.md")
+    if body is not None:
+        source = source[:_front_matter_end(source)]
+    template = workspace.templates.from_string(source)
     text = template.render(title=title, date=date.isoformat(), subject=_toml_string(title))
+    if body is not None:
+        text = text.rstrip("\n") + "\n\n" + body
     workspace.issues_dir.mkdir(parents=True, exist_ok=True)
     try:
         with path.open("x", encoding="utf-8") as handle:
@@ -153,6 +161,16 @@ def draft_issue(workspace: Workspace, title: str, month: str | None = None,
     except FileExistsError:
         raise IssueError(f"{path}: gibt es schon; ich überschreibe nichts") from None
     return path
+
+
+def _front_matter_end(source: str) -> int:
+    """Where the template's front matter ends: after its closing +++ line."""
+    lines = source.split("\n")
+    if lines and lines[0].strip() == FENCE:
+        for index in range(1, len(lines)):
+            if lines[index].strip() == FENCE:
+                return len("\n".join(lines[:index + 1]))
+    raise IssueError("templates/issue.md: die Vorlage beginnt nicht mit einem Kopfbereich zwischen „+++“-Zeilen")
 
 
 def _toml_string(value: str) -> str:

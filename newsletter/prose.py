@@ -86,13 +86,14 @@ def breaks_between_paragraphs(lines: list[str]) -> int:
     return count
 
 
-def reads_as_separate_paragraphs(lines: list[str]) -> bool:
-    """Lines that Markdown would join but that were meant apart: most line ends close a sentence
-    or a heading (one paragraph per line), or many short lines (an address, a poem)."""
+def reads_as_separate_paragraphs(lines: list[str], at_least: int = 2) -> bool:
+    """Lines that Markdown would join but that were meant apart: most line ends (and `at_least`
+    of them) close a sentence or a heading (one paragraph per line), or many short lines (an
+    address, a poem)."""
     if len(lines) < 2 or any(hard_break(line) for line in lines[:-1]):
         return False
     apart = breaks_between_paragraphs(lines)
-    if apart >= 2 and apart * 2 >= len(lines) - 1:
+    if apart >= at_least and apart * 2 >= len(lines) - 1:
         return True
     return len(lines) >= 3 and max(len(line.strip()) for line in lines[:-1]) <= SHORT_LINE
 

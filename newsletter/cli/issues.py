@@ -10,9 +10,11 @@ from rich.markdown import Markdown
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
+from typer.core import TyperArgument
 
 from newsletter.check import CheckReport, check_issue
-from newsletter.cli.app import app, current_workspace, out, print_json
+from newsletter.cli.app import app, current_workspace, out, print_json, usage
+from newsletter.draft import draft_from_file
 from newsletter.issue import draft_issue, parse_issue
 from newsletter.preview import Preview, build_preview
 from newsletter.workspace import init_workspace
@@ -41,15 +43,43 @@ def init(
 
 @app.command()
 def new(
-    title: str = typer.Argument(..., help="Titel der Ausgabe; daraus wird Betreff und Dateiname."),
+    ctx: typer.Context,
+    title: str | None = typer.Argument(None, help="Titel der Ausgabe; daraus werden Betreff und Dateiname. "
+                                       "Mit --from: sonst die erste Zeile, wenn sie eine Überschrift ist.",
+                                       show_default=False),
     month: str | None = typer.Option(None, "--month", "-m", help="Monat JJJJ-MM (sonst der aktuelle)."),
+    from_file: Path | None = typer.Option(None, "--from", help="Aus diesem Text (.txt, .md, aus Word als "
+                                          "„Nur Text“ gespeichert): Absätze, Überschriften, Listen und Links "
+                                          "werden zu Markdown.", show_default=False),
 ) -> None:
     """Legt eine neue Ausgabe in issues/ an (überschreibt nie).
 
+    Mit --from wird ein eingefügter Text (etwa ein Blogartikel) zur Ausgabe: Leerzeilen zwischen den Absätzen,
+    `##` vor Zeilen, die Überschriften sind, Adressen in eckigen Klammern als Links. Was geändert wurde, steht
+    danach da.
+
     Beispiel: [bold]newsletter new "Krisen als Chance" --month 2026-12[/]
+    Beispiel: [bold]newsletter new --from artikel.txt[/]
     """
-    path = draft_issue(current_workspace(), title, month)
-    out.print(str(path), soft_wrap=True)
+    if from_file is None:
+        if title is None:
+            argument = next(p for p in ctx.command.params if isinstance(p, TyperArgument))
+            raise usage.MissingParameter(ctx=ctx, param=argument)
+        out.print(str(draft_issue(current_workspace(), title, month)), soft_wrap=True)
+        return
+    draft = draft_from_file(current_workspace(), from_file, title, month)
+    out.print(str(draft.path), soft_wrap=True)
+    out.print(f"aus {draft.source} ({draft.encoding}):", soft_wrap=True, markup=False)
+    if draft.paragraphs_split:
+        out.print(f"  {draft.paragraphs_split} Zeilen mit einer Leerzeile als eigene Absätze abgesetzt",
+                  soft_wrap=True)
+    for line, what in draft.changes:
+        out.print(Text(f"  Zeile {line}: {what}"), soft_wrap=True)
+    if not draft.paragraphs_split and not draft.changes:
+        out.print("  unverändert übernommen")
+    out.print(f"Bitte Betreff und Vorschautext oben in der Datei prüfen, dann [bold]newsletter preview "
+              f"{draft.path.relative_to(Path.cwd()) if draft.path.is_relative_to(Path.cwd()) else draft.path}[/].",
+              soft_wrap=True)
 
 
 @app.command()
