@@ -363,6 +363,10 @@ class SendJournal:
                 " sent_at = CASE WHEN ? = 'sent' THEN ? ELSE sent_at END WHERE seq = ?",
                 (state, code, ERASED, reply, message_id, next_attempt_at, _stamp(), state, _stamp(), seq))
 
+    def first_sent_at(self) -> str | None:
+        """When the first message of this issue was accepted (UTC, ISO 8601); None while none was."""
+        return self.db.execute("SELECT MIN(sent_at) FROM recipients WHERE state = ?", (SENT,)).fetchone()[0]
+
 
 def journal_path(journal_dir: Path, slug: str) -> Path:
     return journal_dir / f"{slug}.sqlite"

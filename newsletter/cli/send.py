@@ -104,9 +104,9 @@ def send(
         raise typer.Exit(0)
 
     journal = open_journal(workspace, plan)
-    _refresh_archive(workspace)
     try:
         with journal.running():
+            _refresh_archive(workspace)  # the page every mail links to exists before the first goes out
             recovered = journal.recover()
             if recovered:
                 err.print(f"{recovered} Nachricht(en) waren beim letzten Abbruch mitten im Versand; "
@@ -121,6 +121,7 @@ def send(
             summary = _run(workspace, journal, plan.rendered, transport_factory, plan.audience)
     finally:
         journal.close()
+        _refresh_archive(workspace)  # listed once a message went out; its page goes again if none did
     _print_summary(parsed, summary)
     if summary.reason == INTERRUPTED:
         raise typer.Exit(130)
