@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import shlex
 import webbrowser
 from pathlib import Path
 
 import typer
 from rich.markdown import Markdown
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -24,7 +26,8 @@ ISSUE_ARG = typer.Argument(..., help="Die Ausgabe, z. B. issues/2026-12-innehalt
 
 @app.command()
 def init(
-    directory: Path = typer.Argument(Path(), help="Ordner für den neuen Arbeitsbereich."),
+    directory: Path = typer.Argument(Path(), help="Ordner für den neuen Arbeitsbereich (sonst der aktuelle).",
+                                     show_default=False),
 ) -> None:
     """Legt einen Arbeitsbereich an: newsletter.toml, issues/, templates/, subscribers/, state/.
 
@@ -37,8 +40,10 @@ def init(
         out.print(f"  angelegt    {path}")
     for path in result.kept:
         out.print(f"  [dim]vorhanden   {path} (unverändert)[/]")
-    out.print(f"\nAls Nächstes: Impressum und Absender in {directory / 'newsletter.toml'} eintragen, "
-              "dann [bold]newsletter new \"Titel\"[/].")
+    here = directory.resolve() == Path.cwd().resolve()
+    steps = [] if here else [f"[bold]cd {escape(shlex.quote(str(directory)))}[/]"]
+    steps += ["Absender, base_url und Impressum in newsletter.toml eintragen", "[bold]newsletter new \"Titel\"[/]"]
+    out.print("\nAls Nächstes: " + ", dann ".join(steps) + ".", soft_wrap=True)
 
 
 @app.command()
