@@ -72,10 +72,7 @@ def parse_issue(path: Path) -> Issue:
     _check_meta(path, meta, lines[1:end])
     date = meta.get("date", dt.date.today())
     if isinstance(date, str):
-        try:
-            date = dt.date.fromisoformat(date)
-        except ValueError:
-            raise IssueError(f'{path}: date = "{date}" ist kein Datum wie 2026-12-01') from None
+        date = _date_from_text(path, date)
     if isinstance(date, dt.datetime):
         date = date.date()
     return Issue(
@@ -89,6 +86,17 @@ def parse_issue(path: Path) -> Issue:
         button_url=meta.get("button_url", "").strip(),
         archive=meta.get("archive", True),
     )
+
+
+def _date_from_text(path: Path, text: str) -> dt.date:
+    """A date written as text: "2026-12-01", or the German "1.12.2026" (also "01.12.26")."""
+    try:
+        if match := re.fullmatch(r"\s*(\d{1,2})\.(\d{1,2})\.(\d{4}|\d{2})\s*", text):
+            day, month, year = (int(part) for part in match.groups())
+            return dt.date(year + 2000 if year < 100 else year, month, day)
+        return dt.date.fromisoformat(text.strip())
+    except ValueError:
+        raise IssueError(f'{path}: date = "{text}" ist kein Datum wie 2026-12-01') from None
 
 
 def _leading_blank_lines(lines: list[str]) -> int:
