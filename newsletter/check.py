@@ -264,8 +264,10 @@ def _text_findings(issue: Issue, body: str, language: str) -> list[tuple[int, st
     words = [len(" ".join(lines[start:end]).split()) for start, end, _ in paragraphs]
     for number, (start, end, in_list) in enumerate(paragraphs):
         block = lines[start:end]
-        if in_list:  # a list item's own lines are indented; what is not was swallowed by it
-            lazy = next((i for i in range(1, len(block)) if not block[i][:1].isspace()), None)
+        if in_list:  # a list item's own lines are indented; a new paragraph that is not was swallowed
+            lazy = next((i for i in range(1, len(block)) if not block[i][:1].isspace() and (
+                (prose.ends_sentence(block[i - 1]) and prose.starts_sentence(block[i]))
+                or prose.looks_like_heading(block[i]))), None)
             if lazy is None:
                 continue
             findings.append((start + lazy, f"„{_snippet(raw[start + lazy])}“ steht direkt unter einem "

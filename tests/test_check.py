@@ -203,7 +203,9 @@ def test_a_pasted_article_gets_the_warnings_that_fix_it(ws: Workspace, runner) -
 
     - eine Liste,
     - deren Punkte
-      weitergehen, eingerückt.
+      weitergehen, eingerückt,
+    - oder auch ohne Einrückung
+    weitergehen.
 
     Herzlich,\\
     Mira

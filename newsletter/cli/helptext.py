@@ -69,7 +69,7 @@ def help_language(ctx: Context) -> str:
                 language = tomllib.load(handle).get("newsletter", {}).get("language", "de")
         except (OSError, ValueError, AttributeError):  # no workspace, or one that `check` will explain
             language = "de"
-        root.meta[LANGUAGE_KEY] = language if language in WORDS else "de"
+        root.meta[LANGUAGE_KEY] = language if isinstance(language, str) and language in WORDS else "de"
     return str(root.meta[LANGUAGE_KEY])
 
 
@@ -139,11 +139,8 @@ def value_type(param: TyperArgument | TyperOption, language: str) -> str:
 def expected_value(param: TyperArgument | TyperOption) -> str:
     """What a value should be, for a usage error: "eine Zahl von 1 bis 65535"."""
     label = value_type(param, "de").strip("<>")
-    if label.startswith("Zahl"):
-        low, high = param.min, param.max
-        if low is not None and high is not None:
-            return f"eine Zahl von {low} bis {high}"
-        return "eine Zahl" + (f" ab {low}" if low is not None else f" bis {high}" if high is not None else "")
+    if label.startswith("Zahl"):  # "Zahl 1–65535", "Zahl ab 1", "Zahl"
+        return "eine " + (re.sub(r"(\S+)–(\S+)", r"von \1 bis \2", label) if "–" in label else label)
     return {"Text": "einen Text", "Pfad": "einen Pfad", "Datei": "eine Datei", "Ordner": "einen Ordner",
             "Datum": "ein Datum"}.get(label, label.replace("|", ", "))
 
@@ -223,8 +220,13 @@ class LocalGroup(Localized, TyperGroup):
 
 
 def localize_command(command: Command) -> None:
-    """Give a command Typer built the help of this CLI (groups do this for their own)."""
-    if type(command) is TyperCommand:  # what Typer makes for @app.command() without cls=
+    """Give a command Typer built the help of this CLI (groups do this for their own).
+
+    Typer makes every @app.command() a TyperCommand unless each one names a class, and has no
+    way at all to choose the class of a parameter; so the group changes the class of what it
+    holds, once, instead of every command module having to remember it.
+    """
+    if type(command) is TyperCommand:
         command.__class__ = LocalCommand
         for param in command.params:
             localize_param(param)
