@@ -1,5 +1,10 @@
 """The public archive: a static website of the issues that went out, with an index and an Atom feed.
 
+Only what reached readers is in it: an issue enters the index and the feed once its journal
+holds a message that was sent, ordered by when its first message went out. The page of an
+issue whose send is running exists already, because every mail links to it, but it is listed
+only after its first message is out, and it is gone again if the run ends without one.
+
 Plain files with relative links, so it can be uploaded anywhere or served by `newsletter serve`.
 Pages carry no personal data: merge fields show their fallbacks, and there is no unsubscribe
 token, only an invitation to subscribe. The output is deterministic, so an unchanged archive
@@ -20,6 +25,7 @@ from pathlib import Path
 from newsletter import __version__
 from newsletter.errors import NewsletterError
 from newsletter.issue import Issue, parse_issue
+from newsletter.journal import SendJournal
 from newsletter.merge import recipient_values
 from newsletter.render import render_issue, with_typography
 from newsletter.texts import texts
@@ -47,22 +53,37 @@ PAGE_TEXTS = {
 @dataclass
 class ArchiveResult:
     folder: Path
-    issues: list[Issue]
+    issues: list[Issue]  # the listed ones: they reached readers
     written: list[Path] = field(default_factory=list)
     unchanged: list[Path] = field(default_factory=list)
     removed: list[Path] = field(default_factory=list)
 
 
-def sent_issues(workspace: Workspace) -> list[Issue]:
-    """Issues whose send has begun (they have a journal) and that may be archived, newest first."""
-    issues = []
-    for journal in sorted(workspace.journal_dir.glob("*.sqlite")):
-        path = workspace.issues_dir / f"{journal.stem}.md"
-        if path.is_file():
-            issue = parse_issue(path)
-            if issue.archive:
-                issues.append(issue)
-    return sorted(issues, key=lambda issue: (issue.date, issue.slug), reverse=True)
+@dataclass(frozen=True)
+class ArchivedIssue:
+    issue: Issue
+    sent_at: str | None  # its first message, as the journal has it; None: being sent, nothing out yet
+
+
+def archived_issues(workspace: Workspace) -> list[ArchivedIssue]:
+    """Issues that may be archived and reached readers, newest first message first; then any
+    whose send is running but has not delivered yet (a page, but not listed)."""
+    found = []
+    for path in sorted(workspace.journal_dir.glob("*.sqlite")):
+        issue_path = workspace.issues_dir / f"{path.stem}.md"
+        if not issue_path.is_file():
+            continue
+        journal = SendJournal(path)
+        try:
+            sent_at = journal.first_sent_at()
+            if sent_at is None and not journal.is_running():
+                continue
+        finally:
+            journal.close()
+        issue = parse_issue(issue_path)
+        if issue.archive:
+            found.append(ArchivedIssue(issue, sent_at))
+    return sorted(found, key=lambda item: (item.sent_at or "", item.issue.date, item.issue.slug), reverse=True)
 
 
 def page_url(workspace: Workspace, issue: Issue) -> str:
@@ -78,12 +99,15 @@ def build_archive(workspace: Workspace, folder: Path | None = None) -> ArchiveRe
     folder = folder or workspace.state_dir / "archive"
     language = config.newsletter.language
     words = PAGE_TEXTS[language]
-    issues = [with_typography(issue, language) for issue in sent_issues(workspace)]
+    archived = [ArchivedIssue(with_typography(item.issue, language), item.sent_at)
+                for item in archived_issues(workspace)]
+    listed = [item for item in archived if item.sent_at is not None]
+    issues = [item.issue for item in listed]
     page = {**words, "index_url": "index.html", "signup_url": f"{config.base_url}/subscribe"}
     files: dict[str, bytes] = {}
     previous = _read_inputs(folder)
     inputs: dict[str, str] = {}
-    for issue in issues:
+    for issue in (item.issue for item in archived):
         name = f"{issue.slug}.html"
         inputs[name] = _page_inputs(workspace, issue)
         existing = folder / name
@@ -98,7 +122,7 @@ def build_archive(workspace: Workspace, folder: Path | None = None) -> ArchiveRe
         signup_url=page["signup_url"], imprint=config.imprint,
         months=_by_month(issues, language))
     files["index.html"] = index.encode("utf-8")
-    files["feed.xml"] = atom_feed(workspace, issues)
+    files["feed.xml"] = atom_feed(workspace, listed)
     result = _write(folder, files, issues)
     _write_inputs(folder, inputs)
     return result
@@ -138,8 +162,9 @@ def _by_month(issues: list[Issue], language: str) -> list[tuple[str, list[Issue]
     return list(months.items())
 
 
-def atom_feed(workspace: Workspace, issues: list[Issue]) -> bytes:
-    """An Atom 1.0 feed of the archive; every date comes from the issues, never from the clock."""
+def atom_feed(workspace: Workspace, listed: list[ArchivedIssue]) -> bytes:
+    """An Atom 1.0 feed of the archive, dated by each issue's first message: from the journals,
+    never from the clock, so a rebuild gives the same bytes."""
     config = workspace.config
     nl = config.newsletter
     home = f"{config.base_url}{nl.archive_path}"
@@ -153,18 +178,19 @@ def atom_feed(workspace: Workspace, issues: list[Issue]) -> bytes:
 
     add(feed, "id", home)
     add(feed, "title", nl.name)
-    add(feed, "updated", _timestamp(issues[0].date) if issues else "1970-01-01T00:00:00Z")
+    add(feed, "updated", _timestamp(listed[0].sent_at) if listed else "1970-01-01T00:00:00Z")
     author = add(feed, "author")
     add(author, "name", nl.from_name or nl.name)
     add(feed, "link", rel="self", href=f"{home}feed.xml", type="application/atom+xml")
     add(feed, "link", rel="alternate", href=f"{home}index.html", type="text/html")
-    for issue in issues:
+    for item in listed:
+        issue = item.issue
         entry = add(feed, "entry")
         url = page_url(workspace, issue)
         add(entry, "id", url)
         add(entry, "title", issue.subject)
-        add(entry, "updated", _timestamp(issue.date))
-        add(entry, "published", _timestamp(issue.date))
+        add(entry, "updated", _timestamp(item.sent_at))
+        add(entry, "published", _timestamp(item.sent_at))
         add(entry, "link", rel="alternate", href=url, type="text/html")
         if issue.preheader:
             add(entry, "summary", issue.preheader)
@@ -173,8 +199,10 @@ def atom_feed(workspace: Workspace, issues: list[Issue]) -> bytes:
     return b'<?xml version="1.0" encoding="utf-8"?>\n' + body + b"\n"
 
 
-def _timestamp(date: dt.date) -> str:
-    return f"{date.isoformat()}T00:00:00Z"
+def _timestamp(sent_at: str | None) -> str:
+    """A journal's UTC time as RFC 3339 with Z, as Atom has it."""
+    moment = dt.datetime.fromisoformat(sent_at or "1970-01-01T00:00:00+00:00").astimezone(dt.UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _write(folder: Path, files: dict[str, bytes], issues: list[Issue]) -> ArchiveResult:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import difflib
 import re
 import tomllib
@@ -194,33 +195,112 @@ def load_config(path: Path) -> Config:
     return config_from_dict(path, data)
 
 
-# tomllib speaks English; the author gets the common cases in German, with the likely cause.
+# tomllib speaks English; the author gets every case in German, the common ones with the right form.
 TOML_MESSAGES = (
     ("Invalid value", "ungültiger Wert (Text gehört in gerade Anführungszeichen: \"…\")"),
     ("Illegal character", "unerlaubtes Zeichen (fehlt ein schließendes Anführungszeichen?)"),
+    ("Unterminated string", "ein Anführungszeichen wird nicht geschlossen"),
+    ("Expected \"'\"", "ein Anführungszeichen wird nicht geschlossen"),
+    ("Unclosed array", "eine Liste [ … ] wird nicht mit ] geschlossen"),
+    ("Unclosed inline table", "eine Angabe { … } wird nicht mit } geschlossen"),
     ("Unclosed", "nicht geschlossen (fehlt ein Anführungszeichen oder eine Klammer?)"),
     ("Cannot overwrite a value", "dieser Eintrag steht doppelt"),
+    ("Duplicate inline table key", "dieser Eintrag steht doppelt"),
     ("Cannot declare", "dieser Abschnitt steht doppelt"),
-    ("Expected '=' after a key", "nach dem Namen fehlt ein „=“"),
+    ("Cannot mutate immutable namespace", "dieser Abschnitt passt nicht zu einem Eintrag gleichen Namens"),
+    ("Cannot redefine namespace", "dieser Abschnitt passt nicht zu einem Eintrag gleichen Namens"),
+    ("Expected '=' after a key", "nach dem Namen fehlt ein „=“ (so geht es: name = \"Text\")"),
+    ("Expected ']' at the end of a table", "der Abschnittsname wird nicht mit ] geschlossen, etwa [newsletter]"),
+    ("Expected ']]'", "der Abschnittsname wird nicht mit ]] geschlossen, etwa [[subscriber]]"),
+    ("Expected newline or end of document",
+     "nach dem Wert steht noch etwas; pro Zeile ein Eintrag wie name = \"Text\""),
+    ("Invalid date or datetime", "kein gültiges Datum (Jahr-Monat-Tag, etwa 2026-12-01)"),
+    ("Unescaped '\\'", "ein einzelner \\ im Text: als \\\\ schreiben"),
+    ("Invalid hex value", "eine ungültige \\u-Angabe im Text"),
+    ("Escaped character", "eine ungültige \\u-Angabe im Text"),
     ("Invalid statement", "diese Zeile ist nicht lesbar (erwartet: name = \"Wert\")"),
     ("Invalid initial character for a key part", "ein Name darf so nicht beginnen"),
+    ("Found invalid character", "ein Zeichen, das hier nicht stehen darf"),
 )
 TYPOGRAPHIC_QUOTES = "„“”‚‘’«»"
+KEY_VALUE = re.compile(r'\s*([A-Za-z0-9_.-]+)\s*=\s*(.*?)\s*$')
+GERMAN_DATE = re.compile(r"(\d{1,2})\.(\d{1,2})\.(\d{4}|\d{2})")
+SHORT_DATE = re.compile(r"(\d{4})-(\d{1,2})-(\d{1,2})")
+COMMA_DECIMAL = re.compile(r"[+-]?\d+,\d+")
 
 
 def toml_error_text(exc: ValueError, line_offset: int = 0, source: str = "") -> str:
-    """A TOML error as "Zeile N: what", in German where we know it, shifted for embedded TOML."""
+    """A TOML error as "Zeile N: what", in German, with the right form where the line shows the
+    mistake; shifted by `line_offset` for TOML inside another file (an issue's front matter)."""
     message = str(exc)
     match = re.search(r"\(at line (\d+), column (\d+)\)", message)
-    what = message[: match.start()].strip() if match else message
-    what = next((german for english, german in TOML_MESSAGES if what.startswith(english)), what)
-    if not match:
-        return f"ungültiges TOML: {what}"
-    line = int(match.group(1))
+    what = message[: match.start()].strip() if match else message.replace("(at end of document)", "").strip()
     lines = source.splitlines()
-    if 0 < line <= len(lines) and any(q in lines[line - 1] for q in TYPOGRAPHIC_QUOTES):
-        what = "typografische Anführungszeichen („…“) statt gerader (\"…\"); die setzt oft die Autokorrektur"
+    line = int(match.group(1)) if match else _open_line(lines) if "end of document" in message else 0
+    explained = _right_form(lines[line - 1]) if 0 < line <= len(lines) else None
+    what = explained or next((german for english, german in TOML_MESSAGES if what.startswith(english)),
+                             "diese Zeile ist nicht lesbar (so geht es: name = \"Text\", zahl = 3, "
+                             "datum = 2026-12-01)")
+    if not line:
+        return f"ungültiges TOML: {what}"
     return f"Zeile {line + line_offset}: ungültiges TOML: {what}"
+
+
+def _right_form(line: str) -> str | None:
+    """What is wrong with a `key = value` line and how it is written right, for the common mistakes."""
+    if any(q in line for q in TYPOGRAPHIC_QUOTES):
+        fixed = re.sub(f"[{TYPOGRAPHIC_QUOTES}]", '"', line.strip())
+        return ("typografische Anführungszeichen („…“) statt gerader (\"…\"); die setzt oft die Autokorrektur. "
+                f"Richtig: {fixed}")
+    match = KEY_VALUE.fullmatch(line)
+    if not match or line.lstrip().startswith(("#", "[")):
+        return None
+    key, value = match.group(1), match.group(2)
+    if value[:1] in ('"', "'"):
+        quote = value[0]
+        if len(re.findall(rf"(?<!\\){quote}", value)) == 1:
+            return f"hier fehlt ein schließendes Anführungszeichen. Richtig: {key} = {value}{quote}"
+        return None
+    value = value.split(" #", 1)[0].strip()
+    if date := GERMAN_DATE.fullmatch(value):
+        day, month, year = (int(part) for part in date.groups())
+        iso = _iso_date(year + 2000 if year < 100 else year, month, day)
+        if not iso:
+            return f"{value} gibt es nicht als Datum; ein Datum steht als Jahr-Monat-Tag, etwa {key} = 2026-12-01"
+        return (f"ein Datum steht als Jahr-Monat-Tag: {key} = {iso} "
+                f"(oder als Text in Anführungszeichen: {key} = \"{value}\")")
+    if (date := SHORT_DATE.fullmatch(value)) and (iso := _iso_date(*(int(part) for part in date.groups()))):
+        return f"Monat und Tag stehen zweistellig: {key} = {iso}"
+    if COMMA_DECIMAL.fullmatch(value):
+        return f"eine Kommazahl steht mit Punkt: {key} = {value.replace(',', '.')}"
+    if value and value[:1] not in "[{":
+        try:
+            tomllib.loads(f"x = {value}")
+        except tomllib.TOMLDecodeError:
+            quoted = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+            return f"Text gehört in gerade Anführungszeichen: {key} = {quoted}"
+    return None
+
+
+def _iso_date(year: int, month: int, day: int) -> str | None:
+    try:
+        return dt.date(year, month, day).isoformat()
+    except ValueError:
+        return None
+
+
+def _open_line(lines: list[str]) -> int:
+    """The line an error "at end of document" began on: the first with a quote or bracket left open."""
+    for number, line in enumerate(lines, start=1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        for quote in ('"', "'"):
+            if '"""' not in text and "\'\'\'" not in text and len(re.findall(rf"(?<!\\){quote}", text)) % 2:
+                return number
+        if text.count("[") > text.count("]") or text.count("{") > text.count("}"):
+            return number
+    return 0
 
 
 def config_from_dict(path: Path, data: dict[str, Any]) -> Config:

@@ -72,10 +72,7 @@ def parse_issue(path: Path) -> Issue:
     _check_meta(path, meta, lines[1:end])
     date = meta.get("date", dt.date.today())
     if isinstance(date, str):
-        try:
-            date = dt.date.fromisoformat(date)
-        except ValueError:
-            raise IssueError(f'{path}: date = "{date}" ist kein Datum wie 2026-12-01') from None
+        date = _date_from_text(path, date)
     if isinstance(date, dt.datetime):
         date = date.date()
     return Issue(
@@ -89,6 +86,17 @@ def parse_issue(path: Path) -> Issue:
         button_url=meta.get("button_url", "").strip(),
         archive=meta.get("archive", True),
     )
+
+
+def _date_from_text(path: Path, text: str) -> dt.date:
+    """A date written as text: "2026-12-01", or the German "1.12.2026" (also "01.12.26")."""
+    try:
+        if match := re.fullmatch(r"\s*(\d{1,2})\.(\d{1,2})\.(\d{4}|\d{2})\s*", text):
+            day, month, year = (int(part) for part in match.groups())
+            return dt.date(year + 2000 if year < 100 else year, month, day)
+        return dt.date.fromisoformat(text.strip())
+    except ValueError:
+        raise IssueError(f'{path}: date = "{text}" ist kein Datum wie 2026-12-01') from None
 
 
 def _leading_blank_lines(lines: list[str]) -> int:
@@ -130,8 +138,11 @@ def slugify(title: str, max_length: int = 60) -> str:
 
 
 def draft_issue(workspace: Workspace, title: str, month: str | None = None,
-                today: dt.date | None = None) -> Path:
-    """Create issues/YYYY-MM-slug.md from templates/issue.md; never overwrite."""
+                today: dt.date | None = None, body: str | None = None) -> Path:
+    """Create issues/YYYY-MM-slug.md from templates/issue.md; never overwrite.
+
+    With `body`, only the template's front matter is used and the body is the given text.
+    """
     today = today or dt.date.today()
     if month is None:
         date = today
@@ -144,8 +155,13 @@ def draft_issue(workspace: Workspace, title: str, month: str | None = None,
     if not slug:
         raise IssueError(f"„{title}“: aus diesem Titel lässt sich kein Dateiname bilden")
     path = workspace.issues_dir / f"{date:%Y-%m}-{slug}.md"
-    template = workspace.templates.from_string(workspace.template_source("issue.md"))
+    source = workspace.template_source("issue.md")
+    if body is not None:
+        source = source[:_front_matter_end(source)]
+    template = workspace.templates.from_string(source)
     text = template.render(title=title, date=date.isoformat(), subject=_toml_string(title))
+    if body is not None:
+        text = text.rstrip("\n") + "\n\n" + body
     workspace.issues_dir.mkdir(parents=True, exist_ok=True)
     try:
         with path.open("x", encoding="utf-8") as handle:
@@ -153,6 +169,16 @@ def draft_issue(workspace: Workspace, title: str, month: str | None = None,
     except FileExistsError:
         raise IssueError(f"{path}: gibt es schon; ich überschreibe nichts") from None
     return path
+
+
+def _front_matter_end(source: str) -> int:
+    """Where the template's front matter ends: after its closing +++ line."""
+    lines = source.split("\n")
+    if lines and lines[0].strip() == FENCE:
+        for index in range(1, len(lines)):
+            if lines[index].strip() == FENCE:
+                return len("\n".join(lines[:index + 1]))
+    raise IssueError("templates/issue.md: die Vorlage beginnt nicht mit einem Kopfbereich zwischen „+++“-Zeilen")
 
 
 def _toml_string(value: str) -> str:

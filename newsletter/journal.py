@@ -505,6 +505,10 @@ class SendJournal:
             self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return rows
 
+    def first_sent_at(self) -> str | None:
+        """When the first message of this issue was accepted (UTC, ISO 8601); None while none was."""
+        return self.db.execute("SELECT MIN(sent_at) FROM recipients WHERE state = ?", (SENT,)).fetchone()[0]
+
 
 def journal_path(journal_dir: Path, slug: str) -> Path:
     return journal_dir / f"{slug}.sqlite"

@@ -28,6 +28,8 @@ LEFTOVER = re.compile(
     r"\{\s*(?:first_name|last_name|name|email|vorname|nachname|anrede)\s*\}",
     re.IGNORECASE)
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# Words before a name that are not a first name: "Dr. Anna Meier" is Anna, "Frau Meier" has no first name.
+TITLES = frozenset({"frau", "herr", "fr", "hr", "dr", "prof", "dipl", "mag", "pd", "mr", "mrs", "ms", "mx", "miss"})
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,29 @@ def fill(pieces: list[str | int], slots: list[Slot], values: Mapping[str, str],
 def recipient_values(email: str, name: str, unsubscribe_url: str = "") -> dict[str, str]:
     """The merge values for one person; control characters in a name never reach the mail."""
     clean = " ".join(CONTROL.sub(" ", name).split())
-    first, _, last = clean.partition(" ")
+    first, last = split_name(clean)
     return {"email": email, "name": clean, "first_name": first, "last_name": last,
             UNSUBSCRIBE: unsubscribe_url}
+
+
+def split_name(name: str) -> tuple[str, str]:
+    """First and last name of a whole name, titles skipped: "Dr. Anna Meier" → ("Anna", "Meier").
+
+    A name left alone after a title is a last name ("Frau Meier" → ("", "Meier")), so a
+    greeting falls back to its default instead of saying "Hallo Meier".
+    """
+    words = name.split(" ")
+    if len(words) == 1 and is_title(words[0]):
+        return "", ""
+    titled = 0
+    while titled < len(words) - 1 and is_title(words[titled]):
+        titled += 1
+    rest = words[titled:]
+    if titled and len(rest) == 1:
+        return "", rest[0]
+    return rest[0], " ".join(rest[1:])
+
+
+def is_title(word: str) -> bool:
+    """A title or an abbreviation ("Dr.", "med.", "Dipl.-Psych."), never a first name."""
+    return word.endswith(".") or word.casefold() in TITLES

@@ -618,27 +618,31 @@ def send_issue(workspace: Workspace, plan: SendPlan, *, retry_unknown: bool = Fa
     left, put back what the author asked to retry, deliver, and remember how it ended."""
     transports = transports or transport_factory(workspace, plan.issue.slug)
     with open_journal(workspace, plan) as journal:
-        archive_note = refresh_archive(workspace)
-        with journal.running():
-            recovered = journal.recover()
-            if retry_unknown:
-                journal.retry(UNKNOWN)
-            if retry_failed:
-                journal.retry(FAILED)
-            changed = journal.meta("content") not in (None, content_hash(plan.rendered))
-            factory = MessageFactory(plan.rendered, workspace.config, workspace.secret())
-            run = SendRun(journal, factory, transports, SubscriberStore(workspace.subscribers_path),
-                          options_from(workspace), workspace.journal_dir, progress=progress, clock=clock,
-                          audience=plan.audience)
-            on_run(run)
-            counts = journal.counts()
-            on_start(journal.total(), journal.total() - counts[PENDING] - counts[DEFERRED])
-            try:
-                summary = run.run()
-            except KeyboardInterrupt:
-                journal.set_meta({"last_outcome": Outcome.INTERRUPTED, "last_reply": ""})
-                raise
-            journal.set_meta({"last_outcome": summary.outcome, "last_reply": summary.stop_reply})
+        try:
+            with journal.running():
+                archive_note = refresh_archive(workspace)  # the page the mails link to, before the first
+                recovered = journal.recover()
+                if retry_unknown:
+                    journal.retry(UNKNOWN)
+                if retry_failed:
+                    journal.retry(FAILED)
+                changed = journal.meta("content") not in (None, content_hash(plan.rendered))
+                factory = MessageFactory(plan.rendered, workspace.config, workspace.secret())
+                run = SendRun(journal, factory, transports, SubscriberStore(workspace.subscribers_path),
+                              options_from(workspace), workspace.journal_dir, progress=progress, clock=clock,
+                              audience=plan.audience)
+                on_run(run)
+                counts = journal.counts()
+                on_start(journal.total(), journal.total() - counts[PENDING] - counts[DEFERRED])
+                try:
+                    summary = run.run()
+                except KeyboardInterrupt:
+                    journal.set_meta({"last_outcome": Outcome.INTERRUPTED, "last_reply": ""})
+                    raise
+                journal.set_meta({"last_outcome": summary.outcome, "last_reply": summary.stop_reply})
+        finally:
+            refresh_archive(workspace)  # listed once a message went out; its page goes again if none did
+
     summary.recovered_unknown, summary.content_changed, summary.archive_note = recovered, changed, archive_note
     return summary
 

@@ -1,4 +1,4 @@
-"""newsletter archive: sent issues only, no personal data, a valid feed, identical bytes on rebuild."""
+"""newsletter archive: what reached readers only, no personal data, a valid feed, identical bytes on rebuild."""
 
 from __future__ import annotations
 
@@ -6,15 +6,18 @@ import email
 import email.policy
 import json
 import re
+import sqlite3
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 from conftest import invoke, write_issue
-from test_send import add_people
+from smtp_server import Mailbox, SmtpServer, free_port
+from test_send import _send_process, _wait_for, add_people, smtp_config
 
 from newsletter.archive import build_archive, page_url
 from newsletter.issue import parse_issue
+from newsletter.journal import SendJournal, journal_path
 from newsletter.subscribers import SubscriberStore
 from newsletter.tokens import make_token
 from newsletter.workspace import Workspace
@@ -80,9 +83,20 @@ def test_feed_is_valid_atom(sent: Workspace, tmp_path: Path) -> None:
     for entry in entries:
         assert re.fullmatch(r"https://newsletter\.praxis\.example\.org/archiv/2026-\d\d-impuls\.html",
                             entry.findtext(f"{ATOM}id"))
-        assert re.fullmatch(r"\d{4}-\d\d-\d\dT00:00:00Z", entry.findtext(f"{ATOM}updated"))
+        slug = entry.findtext(f"{ATOM}id").rsplit("/", 1)[1].removesuffix(".html")
+        assert entry.findtext(f"{ATOM}published") == _first_sent(sent, slug)  # when it reached readers
+        assert entry.findtext(f"{ATOM}updated") == entry.findtext(f"{ATOM}published")
         assert entry.find(f"{ATOM}link").get("href") == entry.findtext(f"{ATOM}id")
-    assert feed.findtext(f"{ATOM}updated") == "2026-12-01T00:00:00Z"
+    assert feed.findtext(f"{ATOM}updated") == max(e.findtext(f"{ATOM}published") for e in entries)
+
+
+def _first_sent(ws: Workspace, slug: str) -> str:
+    """The journal's first sent_at as Atom writes it."""
+    journal = SendJournal(journal_path(ws.journal_dir, slug))
+    try:
+        return journal.first_sent_at().replace("+00:00", "Z")
+    finally:
+        journal.close()
 
 
 def test_second_build_is_byte_identical(sent: Workspace, tmp_path: Path) -> None:
@@ -151,3 +165,76 @@ def test_a_changed_template_or_issue_renders_the_pages_again(sent: Workspace, tm
     assert sorted(p.name for p in result.written) == ["2026-10-impuls.html", "2026-11-impuls.html",
                                                       "2026-12-impuls.html"]
     assert "#f5f2ed" in (tmp_path / "site" / "2026-10-impuls.html").read_text()
+
+
+def _listed(folder: Path) -> list[str]:
+    index = (folder / "index.html").read_text()
+    return re.findall(r'<li><a href="([^"]+)\.html">', index)
+
+
+def test_a_send_that_delivered_nothing_leaves_the_archive_as_it_was(sent: Workspace, runner) -> None:
+    folder = sent.state_dir / "archive"
+    before = {p.name: p.read_bytes() for p in folder.iterdir() if not p.name.startswith(".")}
+    assert {"index.html", "feed.xml"} <= set(before)
+    write_issue(sent, "2027-01-neu", "Ein neuer Monat.\n", subject="Impuls im Januar", date="2027-01-01")
+    smtp_config(sent, free_port())  # nothing listens there
+    result = invoke(runner, "send", "issues/2027-01-neu.md", "--yes")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert (folder / "index.html").read_bytes() == before["index.html"]
+    assert (folder / "feed.xml").read_bytes() == before["feed.xml"]
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if not p.name.startswith(".")} == before
+    assert invoke(runner, "archive").exit_code == 0  # a rebuild does not list it either
+    assert "2027-01-neu" not in _listed(folder) and not (folder / "2027-01-neu.html").exists()
+
+
+def test_after_a_real_send_the_issue_is_listed_first(sent: Workspace, runner) -> None:
+    mailbox = Mailbox()
+    server = SmtpServer(mailbox).start()
+    try:
+        smtp_config(sent, server.port)
+        write_issue(sent, "2027-01-neu", "Ein neuer Monat.\n", subject="Impuls im Januar", date="2027-01-01")
+        result = invoke(runner, "send", "issues/2027-01-neu.md", "--yes")
+    finally:
+        server.stop()
+    assert result.exit_code == 0, result.output
+    assert len(mailbox.received) == 2
+    folder = sent.state_dir / "archive"
+    assert _listed(folder) == ["2027-01-neu", "2026-12-impuls", "2026-11-impuls", "2026-10-impuls"]
+    assert "Impuls im Januar" in (folder / "2027-01-neu.html").read_text()
+    feed = ET.parse(folder / "feed.xml").getroot()  # noqa: S314 - our own output
+    assert feed.find(f"{ATOM}entry").findtext(f"{ATOM}title") == "Impuls im Januar"
+
+
+def test_the_archive_is_ordered_by_the_first_message_sent(sent: Workspace, tmp_path: Path) -> None:
+    db = sqlite3.connect(journal_path(sent.journal_dir, "2026-10-impuls"))
+    with db:  # October's issue went out last, say after a late correction
+        db.execute("UPDATE recipients SET sent_at = '2027-01-05T09:30:00+00:00' WHERE state = 'sent'")
+    db.close()
+    build_archive(sent, tmp_path / "site")
+    assert _listed(tmp_path / "site") == ["2026-10-impuls", "2026-12-impuls", "2026-11-impuls"]
+    feed = ET.parse(tmp_path / "site" / "feed.xml").getroot()  # noqa: S314 - our own output
+    first = feed.find(f"{ATOM}entry")
+    assert first.findtext(f"{ATOM}title") == "Impuls im Oktober"
+    assert first.findtext(f"{ATOM}published") == "2027-01-05T09:30:00Z"
+    assert feed.findtext(f"{ATOM}updated") == "2027-01-05T09:30:00Z"
+
+
+def test_the_page_is_there_for_the_first_mail_and_listed_after_it(ws: Workspace) -> None:
+    """While a send runs, the page its mails link to exists; the index lists it once one went out."""
+    add_people(ws, [(f"p{i}@example.org", "", "active") for i in range(3)])
+    mailbox = Mailbox(delay=1.0)
+    server = SmtpServer(mailbox).start()
+    try:
+        smtp_config(ws, server.port)
+        write_issue(ws, "2026-12-impuls", "Gedanken im Dezember.\n")
+        process = _send_process(ws)
+        try:
+            _wait_for(mailbox, 1)
+            folder = ws.state_dir / "archive"
+            assert (folder / "2026-12-impuls.html").is_file()
+            assert _listed(folder) == []
+        finally:
+            assert process.wait(timeout=60) == 0, process.communicate()
+    finally:
+        server.stop()
+    assert _listed(ws.state_dir / "archive") == ["2026-12-impuls"]

@@ -363,10 +363,10 @@ def test_subject_and_preheader_get_the_same_typography_as_the_body(ws: Workspace
 @pytest.mark.parametrize(("args", "expected"), [
     (["sendd"], "Fehler: unbekannter Befehl „sendd“; meintest du send? (Hilfe: newsletter --help)"),
     (["subscribers", "lst"], "Fehler: unbekannter Befehl „lst“; meintest du list?"),
-    (["send"], "Fehler: es fehlt ISSUE (Hilfe: newsletter send --help)"),
+    (["send"], "Fehler: es fehlt AUSGABE (Hilfe: newsletter send --help)"),
     (["status", "--jsn"], "Fehler: unbekannte Option --jsn; meintest du --json?"),
     (["subscribers", "list", "--status", "foo"],
-     "Fehler: ungültiger Wert für --status, möglich: pending, active, unsubscribed, bounced"),
+     "Fehler: ungültiger Wert für --status: „foo“; möglich: aktiv, abgemeldet, unbestätigt, unzustellbar"),
     (["send", "issues/x.md", "--test"], "Fehler: --test braucht einen Wert"),
     (["--bogus", "status"], "Fehler: unbekannte Option --bogus (Hilfe: newsletter --help)"),
 ])

@@ -13,9 +13,11 @@ import typer
 from rich.console import Console
 from rich.text import Text
 from typer._click import exceptions as usage  # Typer >= 0.26 carries its own copy of Click
-from typer._click.core import Context
-from typer.core import TyperGroup
+from typer._click.core import Context, Parameter
+from typer.core import TyperArgument, TyperOption
 
+from newsletter import __version__
+from newsletter.cli.helptext import LocalGroup, argument_name, expected_value
 from newsletter.errors import NewsletterError
 from newsletter.workspace import Workspace, find_workspace
 
@@ -32,8 +34,11 @@ def error_line(message: str) -> None:
     err.print(Text.assemble(("Fehler: ", "bold red"), message), soft_wrap=True)
 
 
-class ErrorBoundary(TyperGroup):
-    """Turns the library's errors into one line and exit code 1 (NEWSLETTER_DEBUG=1 shows the traceback)."""
+class ErrorBoundary(LocalGroup):
+    """Turns the library's errors into one line and exit code 1 (NEWSLETTER_DEBUG=1 shows the traceback).
+
+    As a LocalGroup it also draws every help of its commands in the newsletter's language.
+    """
 
     def invoke(self, ctx: Context) -> Any:
         try:
@@ -50,6 +55,11 @@ class ErrorBoundary(TyperGroup):
             raise typer.Exit(130) from None
         except usage.UsageError as exc:
             _usage_exit(exc)
+        except typer.Abort:  # Ctrl-C or Ctrl-D at a question
+            if debugging():
+                raise
+            err.print("\nAbgebrochen, nichts geändert.", soft_wrap=True)
+            raise typer.Exit(1) from None
 
     def parse_args(self, ctx: Context, args: list[str]) -> list[str]:
         """The top level's own options (`newsletter --bogus`) are parsed before `invoke`."""
@@ -68,6 +78,7 @@ def _usage_exit(exc: usage.UsageError) -> NoReturn:
 
 
 NO_SUCH_COMMAND = re.compile(r"No such command '(.+?)'\.(?: Did you mean (.+)\?)?")
+EXTRA_ARGUMENTS = re.compile(r"Got unexpected extra argument\(s\) \((.*)\)")
 
 
 def usage_message(exc: usage.UsageError) -> str:
@@ -77,19 +88,31 @@ def usage_message(exc: usage.UsageError) -> str:
         return f"unbekannte Option {exc.option_name}{guess}"
     if isinstance(exc, usage.BadOptionUsage) and "requires an argument" in exc.message:
         return f"{exc.option_name} braucht einen Wert"
+    if isinstance(exc, usage.BadOptionUsage) and "does not take a value" in exc.message:
+        return f"{exc.option_name} steht allein, ohne Wert"
     param = getattr(exc, "param", None)
     opts = getattr(param, "opts", None) or []
-    hint = " / ".join(opts) if opts[:1] and opts[0].startswith("-") else str(getattr(param, "name", "") or "").upper()
+    if opts[:1] and opts[0].startswith("-"):
+        hint = " / ".join(opts)
+    else:
+        hint = argument_name(param) if isinstance(param, Parameter) else ""
     if isinstance(exc, usage.MissingParameter) and hint:
         return f"es fehlt {hint}"
     if isinstance(exc, usage.BadParameter) and hint:
         choices = getattr(getattr(param, "type_descriptor", None), "choices", None)
         if choices:
             return f"ungültiger Wert für {hint}, möglich: {', '.join(str(c) for c in choices)}"
-        return f"ungültiger Wert für {hint} ({exc.message})"
+        if exc.message.startswith("„"):  # our own parsers say it in German, quoting the value first
+            return f"ungültiger Wert für {hint}: {exc.message}"
+        if isinstance(param, TyperArgument | TyperOption):
+            return f"ungültiger Wert für {hint}, erwartet: {expected_value(param)}"
     if match := NO_SUCH_COMMAND.fullmatch(exc.message):
         guess = f"; meintest du {match.group(2).replace(chr(39), '')}?" if match.group(2) else ""
         return f"unbekannter Befehl „{match.group(1)}“{guess}"
+    if match := EXTRA_ARGUMENTS.fullmatch(exc.message):
+        return f"zu viele Angaben: {match.group(1)} (Text mit Leerzeichen gehört in Anführungszeichen)"
+    if exc.message == "Missing command.":
+        return "es fehlt ein Befehl"
     return exc.format_message()
 
 
@@ -109,12 +132,20 @@ app = typer.Typer(
 _workspace_option: dict[str, Path | None] = {"path": None}
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        out.print(f"newsletter {__version__}", highlight=False)
+        raise typer.Exit()
+
+
 @app.callback()
 def root(
     workspace: Path | None = typer.Option(
         None, "--workspace", "-w", envvar="NEWSLETTER_WORKSPACE",
         help="Ordner des Newsletters (sonst der aktuelle Ordner).", show_default=False,
     ),
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Die Version des Programms zeigen und beenden."),
 ) -> None:
     """Schreiben, prüfen und versenden: dein monatlicher Newsletter aus Markdown."""
     _workspace_option["path"] = workspace

@@ -14,10 +14,11 @@ from newsletter.cli.app import app, current_workspace, out
 def archive(
     out_dir: Path | None = typer.Option(None, "--out", "-o", help="Zielordner (sonst state/archive/)."),
 ) -> None:
-    """Baut das Web-Archiv: eine Seite je versendeter Ausgabe, Übersicht und Atom-Feed.
+    """Baut das Web-Archiv: eine Seite je Ausgabe, die Leser:innen erreicht hat, Übersicht und Atom-Feed.
 
+    Eine Ausgabe kommt hinein, sobald die erste Mail an sie hinausgegangen ist, sortiert nach diesem Zeitpunkt.
+    Entwürfe, Versände ohne eine einzige zugestellte Mail und Ausgaben mit `archive = false` bleiben draußen.
     Die Dateien lassen sich auf jeden Webspace hochladen; `newsletter serve` zeigt sie auch.
-    Entwürfe und Ausgaben mit `archive = false` bleiben draußen.
 
     Beispiel: [bold]newsletter archive --out archiv/[/]
     """

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import shlex
 import webbrowser
 from pathlib import Path
 
 import typer
 from rich.markdown import Markdown
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
+from typer.core import TyperArgument
 
 from newsletter.check import CheckReport, check_issue
-from newsletter.cli.app import app, current_workspace, out, print_json
+from newsletter.cli.app import app, current_workspace, out, print_json, usage
+from newsletter.draft import draft_from_file
 from newsletter.issue import draft_issue, parse_issue
 from newsletter.preview import Preview, build_preview
 from newsletter.workspace import init_workspace
@@ -22,7 +26,8 @@ ISSUE_ARG = typer.Argument(..., help="Die Ausgabe, z. B. issues/2026-12-innehalt
 
 @app.command()
 def init(
-    directory: Path = typer.Argument(Path(), help="Ordner für den neuen Arbeitsbereich."),
+    directory: Path = typer.Argument(Path(), help="Ordner für den neuen Arbeitsbereich (sonst der aktuelle).",
+                                     show_default=False),
 ) -> None:
     """Legt einen Arbeitsbereich an: newsletter.toml, issues/, templates/, subscribers/, state/.
 
@@ -35,21 +40,51 @@ def init(
         out.print(f"  angelegt    {path}")
     for path in result.kept:
         out.print(f"  [dim]vorhanden   {path} (unverändert)[/]")
-    out.print(f"\nAls Nächstes: Impressum und Absender in {directory / 'newsletter.toml'} eintragen, "
-              "dann [bold]newsletter new \"Titel\"[/].")
+    here = directory.resolve() == Path.cwd().resolve()
+    steps = [] if here else [f"[bold]cd {escape(shlex.quote(str(directory)))}[/]"]
+    steps += ["Absender, base_url und Impressum in newsletter.toml eintragen", "[bold]newsletter new \"Titel\"[/]"]
+    out.print("\nAls Nächstes: " + ", dann ".join(steps) + ".", soft_wrap=True)
 
 
 @app.command()
 def new(
-    title: str = typer.Argument(..., help="Titel der Ausgabe; daraus wird Betreff und Dateiname."),
+    ctx: typer.Context,
+    title: str | None = typer.Argument(None, help="Titel der Ausgabe; daraus werden Betreff und Dateiname. "
+                                       "Mit --from: sonst die erste Zeile, wenn sie eine Überschrift ist.",
+                                       show_default=False),
     month: str | None = typer.Option(None, "--month", "-m", help="Monat JJJJ-MM (sonst der aktuelle)."),
+    from_file: Path | None = typer.Option(None, "--from", help="Aus diesem Text (.txt, .md, aus Word als "
+                                          "„Nur Text“ gespeichert): Absätze, Überschriften, Listen und Links "
+                                          "werden zu Markdown.", show_default=False),
 ) -> None:
     """Legt eine neue Ausgabe in issues/ an (überschreibt nie).
 
+    Mit --from wird ein eingefügter Text (etwa ein Blogartikel) zur Ausgabe: Leerzeilen zwischen den Absätzen,
+    `##` vor Zeilen, die Überschriften sind, Adressen in eckigen Klammern als Links. Was geändert wurde, steht
+    danach da.
+
     Beispiel: [bold]newsletter new "Krisen als Chance" --month 2026-12[/]
+    Beispiel: [bold]newsletter new --from artikel.txt[/]
     """
-    path = draft_issue(current_workspace(), title, month)
-    out.print(str(path), soft_wrap=True)
+    if from_file is None:
+        if title is None:
+            argument = next(p for p in ctx.command.params if isinstance(p, TyperArgument))
+            raise usage.MissingParameter(ctx=ctx, param=argument)
+        out.print(str(draft_issue(current_workspace(), title, month)), soft_wrap=True)
+        return
+    draft = draft_from_file(current_workspace(), from_file, title, month)
+    out.print(str(draft.path), soft_wrap=True)
+    out.print(f"aus {draft.source} ({draft.encoding}):", soft_wrap=True, markup=False)
+    if draft.paragraphs_split:
+        out.print(f"  {draft.paragraphs_split} Zeilen mit einer Leerzeile als eigene Absätze abgesetzt",
+                  soft_wrap=True)
+    for line, what in draft.changes:
+        out.print(Text(f"  Zeile {line}: {what}"), soft_wrap=True)
+    if not draft.paragraphs_split and not draft.changes:
+        out.print("  unverändert übernommen")
+    out.print(f"Bitte Betreff und Vorschautext oben in der Datei prüfen, dann [bold]newsletter preview "
+              f"{draft.path.relative_to(Path.cwd()) if draft.path.is_relative_to(Path.cwd()) else draft.path}[/].",
+              soft_wrap=True)
 
 
 @app.command()

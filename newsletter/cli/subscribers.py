@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import sys
-from enum import StrEnum
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
@@ -24,8 +24,11 @@ from newsletter.importer import (
 )
 from newsletter.signup import invite_pending, prune_pending
 from newsletter.subscribers import (
+    ACTIVE,
+    BOUNCED,
     PENDING,
     STATUS_LABELS,
+    UNSUBSCRIBED,
     Subscriber,
     SubscriberStore,
     subscriber_stats,
@@ -38,23 +41,22 @@ subscribers_app = typer.Typer(
 app.add_typer(subscribers_app, name="subscribers")
 
 
-class NewStatus(StrEnum):
-    """The statuses a person may be given by hand: active only on purpose (confirmed consent)."""
+def status_parser(allowed: tuple[str, ...]) -> Callable[[str], str]:
+    """--status takes the words the tables show (aktiv, unbestätigt …) and the file's (active …)."""
+    words = {word: status for status in allowed
+             for word in (status, STATUS_LABELS[status], STATUS_LABELS[status].replace("ä", "ae"))}
 
-    pending = "pending"
-    active = "active"
+    def parse(value: str) -> str:
+        if (status := words.get(value.strip().casefold())) is None:
+            raise typer.BadParameter(f"„{value}“; möglich: {', '.join(STATUS_LABELS[s] for s in allowed)}")
+        return status
 
-
-class AnyStatus(StrEnum):
-    pending = "pending"
-    active = "active"
-    unsubscribed = "unsubscribed"
-    bounced = "bounced"
+    return parse
 
 
 NEW_STATUS = typer.Option(
-    NewStatus.pending, "--status",
-    help="pending (Standard): bekommt erst nach Bestätigung Post. active nur, wenn die "
+    PENDING, "--status", parser=status_parser((PENDING, ACTIVE)), metavar="unbestätigt|aktiv", show_default=False,
+    help="unbestätigt (Standard): bekommt erst nach Bestätigung Post. aktiv nur, wenn die "
          "Einwilligung nachweislich bestätigt ist.")
 JSON_OPTION = typer.Option(False, "--json", help="Ausgabe als JSON für Skripte.")
 EMAIL_ARG = typer.Argument(..., help="Die E-Mail-Adresse (Groß-/Kleinschreibung egal).", show_default=False)
@@ -86,21 +88,21 @@ def _describe(person: Subscriber) -> str:
 def add(
     email: str = EMAIL_ARG,
     name: str = typer.Option("", "--name", "-n", help="Name, z. B. „Anna Müller“."),
-    status: NewStatus = NEW_STATUS,
+    status: str = NEW_STATUS,
     source: str = typer.Option("", "--source", help="Woher die Anmeldung kommt, z. B. „Praxis, schriftlich“."),
     allow_erased: bool = typer.Option(
         False, "--allow-erased",
         help="Auch eine gelöschte Adresse wieder aufnehmen (nur auf ausdrücklichen Wunsch der Person)."),
     json_output: bool = JSON_OPTION,
 ) -> None:
-    """Fügt eine Person hinzu, standardmäßig unbestätigt (pending).
+    """Fügt eine Person hinzu, standardmäßig unbestätigt.
 
-    Mit --status active bekommt sie sofort Ausgaben; das nur, wenn sie ihre Einwilligung
+    Mit --status aktiv bekommt sie sofort Ausgaben; das nur, wenn sie ihre Einwilligung
     nachweislich bestätigt hat (Double-Opt-in).
 
     Beispiel: [bold]newsletter subscribers add anna@example.org --name "Anna Müller"[/]
     """
-    person = _store().add(email, name, status.value, source or "von Hand",
+    person = _store().add(email, name, status, source or "von Hand",
                           allow_erased=allow_erased)
     if json_output:
         print_json(person.to_json())
@@ -115,7 +117,7 @@ def add(
 def import_(
     file: Path = typer.Argument(..., help="Die CSV-Datei, z. B. aus Excel oder einem anderen Newsletter-Dienst.",
                                 show_default=False),
-    status: NewStatus = NEW_STATUS,
+    status: str = NEW_STATUS,
     source: str = typer.Option("", "--source", help="Woher die Adressen kommen (sonst „Import DATEI“)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Nur zeigen, was passieren würde; nichts speichern."),
     json_output: bool = JSON_OPTION,
@@ -129,11 +131,11 @@ def import_(
     Beispiel: [bold]newsletter subscribers import kontakte.csv --dry-run[/]
     """
     table = read_csv_file(file)
-    report = import_csv(_store(), table, status.value, source or f"Import {file.name}", dry_run)
+    report = import_csv(_store(), table, status, source or f"Import {file.name}", dry_run)
     if json_output:
         print_json(report.to_json())
     else:
-        _print_report(report, status.value)
+        _print_report(report, status)
 
 
 def _print_report(report: ImportReport, status: str) -> None:
@@ -159,25 +161,26 @@ def _print_report(report: ImportReport, status: str) -> None:
     elif report.added and status == PENDING:
         out.print("\nDie neuen Einträge sind unbestätigt (pending) und bekommen noch keine Ausgaben. "
                   "[bold]newsletter subscribers invite[/] schickt ihnen die Bestätigungsmail. Nur wenn alle "
-                  "nachweislich eingewilligt haben: mit [bold]--status active[/] importieren.", soft_wrap=True)
+                  "nachweislich eingewilligt haben: mit [bold]--status aktiv[/] importieren.", soft_wrap=True)
 
 
 @subscribers_app.command("list")
 def list_(
-    status: AnyStatus | None = typer.Option(None, "--status", help="Nur Personen mit diesem Status.",
-                                            show_default=False),
+    status: str | None = typer.Option(None, "--status", help="Nur Personen mit diesem Status.", show_default=False,
+                                      parser=status_parser((ACTIVE, UNSUBSCRIBED, PENDING, BOUNCED)),
+                                      metavar="aktiv|abgemeldet|unbestätigt|unzustellbar"),
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Zeigt alle Abonnent:innen als Tabelle (oder mit --json als Liste für Skripte).
 
-    Beispiel: [bold]newsletter subscribers list --status active[/]
+    Beispiel: [bold]newsletter subscribers list --status aktiv[/]
     """
-    people = _store().load().with_status(status.value if status else None)
+    people = _store().load().with_status(status)
     if json_output:
         print_json([person.to_json() for person in people])
         return
     if not people:
-        out.print("Niemand in der Liste" + (f" mit Status {status.value}." if status else "."))
+        out.print("Niemand in der Liste" + (f" mit Status {STATUS_LABELS[status]}." if status else "."))
         return
     table = Table(show_edge=False, pad_edge=False)
     table.add_column("E-Mail", overflow="fold")
