@@ -163,11 +163,17 @@ class CsvTable:
     header: list[str] | None  # None: a plain list of addresses without a header line
     format: str = GENERIC.label
     file_status: str = ""     # what the file's name or columns say about every row, e.g. unsubscribed_members_export
+    file_state: str = ""      # … in German: "abgemeldet"
     name: str = ""            # the short name kept in the history (no folders)
 
     @property
     def short_name(self) -> str:
         return self.name or Path(self.filename).name
+
+    @property
+    def described(self) -> str:
+        """The recognised format for the report, e.g. "Mailchimp (abgemeldet laut unsubscribed_members_export)"."""
+        return f"{self.format} ({self.file_state} laut {self.file_status})" if self.file_status else self.format
 
 
 # -- reading ---------------------------------------------------------------------------------------
@@ -299,11 +305,10 @@ def read_csv(data: bytes, filename: str = "CSV") -> CsvTable:
     rows = [reading.row(number, cells) for number, cells in body]
     if problems:
         raise ImportProblems(problems)
-    label = layout.format.label
-    if layout.file_status_label:
-        label += f" ({FILE_STATE_WORDS[layout.file_status]} laut {layout.file_status_label})"
     return CsvTable(filename=filename, rows=rows, encoding=encoding, delimiter=delimiter, header=header,
-                    format=label if header is not None else "Adressliste", file_status=layout.file_status_label)
+                    format=layout.format.label if header is not None else "Adressliste",
+                    file_status=layout.file_status_label,
+                    file_state=FILE_STATE_WORDS.get(layout.file_status, "") if layout.file_status_label else "")
 
 
 def _decode(data: bytes, filename: str) -> tuple[str, str]:
@@ -436,7 +441,7 @@ class _RowReader:
         reason = "; ".join(part for part in (cell(REASON), cell(REASON_OTHER)) if part)
         if campaign := cell(CAMPAIGN):
             reason = "; ".join(part for part in (reason, f"Kampagne „{campaign}“") if part)
-        tags = cell(TAGS).replace('"', "").strip()
+        tags = ", ".join(tag.strip() for tag in cell(TAGS).replace('"', "").split(",") if tag.strip())
         note = "; ".join(part for part in (cell(NOTE), f"Tags: {tags}" if tags else "") if part)
         return CsvRow(
             row=number, email=address, name=name, status=max(statuses, key=STRICTNESS.__getitem__),
@@ -625,7 +630,7 @@ def import_tables(store: SubscriberStore, tables: Sequence[CsvTable], status: st
     """
     if status not in IMPORT_STATUSES:
         raise SubscriberError(f"Import mit Status „{status}“ geht nicht (erlaubt: pending, active)")
-    report = ImportReport([FileReport(t.filename, t.format, t.encoding, t.delimiter) for t in tables], dry_run)
+    report = ImportReport([FileReport(t.filename, t.described, t.encoding, t.delimiter) for t in tables], dry_run)
     if dry_run:
         _Import(store.load(), tables, report, status, source).run()
     else:

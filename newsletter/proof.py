@@ -172,13 +172,12 @@ def _imported(event: Event) -> list[ProofEntry]:
     for at, kind, title, ip in ((event.signup_at, SIGNUP, "Anmeldung", event.signup_ip),
                                 (event.confirmed_at, CONFIRMED, "Bestätigung", event.confirm_ip)):
         if at is not None:
-            stated.append(ProofEntry(at, kind, f"{title} (laut Importdatei)", STATED,
-                                     [("IP-Adresse", ip)] * bool(ip) + [source]))
+            stated.append(ProofEntry(at, kind, title, STATED, [("IP-Adresse", ip)] * bool(ip) + [source]))
     for at, kind, title in ((event.unsubscribed_at, UNSUBSCRIBED_EVENT, "Abmeldung"),
                             (event.bounced_at, BOUNCED_EVENT, "Als unzustellbar entfernt")):
         if at is not None:
-            stated.append(ProofEntry(at, kind, f"{title} (laut Importdatei)", STATED,
-                                     [("Grund", event.reason)] * bool(event.reason) + [source]))
+            reason = [("Grund", event.reason)] * bool(event.reason)
+            stated.append(ProofEntry(at, kind, title, STATED, [*reason, source]))
     details = _details(event, "file", "line", "file_status", "status", "source", "consent_version", "consent_text")
     missing = [label for value, label in ((event.signup_at, "Anmeldezeitpunkt"),
                                           (event.confirmed_at, "Bestätigungszeitpunkt")) if value is None]
@@ -223,8 +222,9 @@ def _summary(person: Subscriber, proof: str) -> str:
         return f"Double-Opt-in belegt: angemeldet am {when(person.subscribed_at)}, " \
                f"bestätigt am {when(person.confirmed_at)}."
     if proof == NO_PROOF:
-        return ("Kein Nachweis eines Double-Opt-in: importiert ohne Anmelde- und Bestätigungszeitpunkt. "
-                "Eine neue Bestätigung holt „newsletter subscribers invite --without-proof“ ein.")
+        return ("Kein Nachweis eines Double-Opt-in: Die Importdatei nennt nicht beides, Anmelde- und "
+                "Bestätigungszeitpunkt. Eine neue Bestätigung holt "
+                "„newsletter subscribers invite --without-proof“ ein.")
     if proof == DECLARED:
         return ("Von Hand eingetragen; die Einwilligung ist außerhalb dieses Programms belegt"
                 + (f" (Quelle: {person.source})." if person.source else "."))

@@ -413,10 +413,18 @@ class SubscriberList:
         self.dropped = True
 
     def to_toml(self) -> str:
-        data: dict[str, Any] = {"subscriber": [s.to_toml() for s in self.subscribers]}
+        """The whole file. Written table by table, so every event is a [[subscriber.event]] table
+        (tomli-w alone would write short ones inline and long ones as tables); the bytes of a
+        person without events are exactly what tomli-w writes for the whole list."""
+        tables = []
+        for subscriber in self.subscribers:
+            record = subscriber.to_toml()
+            events = record.pop("event", ())
+            tables.append("[[subscriber]]\n" + tomli_w.dumps(record))
+            tables.extend("[[subscriber.event]]\n" + tomli_w.dumps(event) for event in events)
         if self.suppressed:
-            data["suppression"] = {"salt": self.salt, "hashes": sorted(self.suppressed)}
-        return HEADER + tomli_w.dumps(data)
+            tables.append(tomli_w.dumps({"suppression": {"salt": self.salt, "hashes": sorted(self.suppressed)}}))
+        return HEADER + "\n".join(tables)
 
 
 def _check_status(status: str) -> None:

@@ -27,7 +27,7 @@ from newsletter.importer import (
     write_csv,
     write_json,
 )
-from newsletter.proof import ConsentRecord, consent_record, render_html
+from newsletter.proof import BASIS_LABELS, RECORDED, ConsentRecord, consent_record, render_html
 from newsletter.signup import invite_pending, prune_pending
 from newsletter.subscribers import (
     ACTIVE,
@@ -184,8 +184,8 @@ def _print_report(report: ImportReport, status: str) -> None:
                 out.print(Text(f"  {_where(row, several)}{row.email or '(leer)'}: {row.reason}"), soft_wrap=True)
     missing = report.without_proof
     if missing:
-        out.print(f"\n[bold]Kein DOI-Nachweis[/] ({len(missing)}): die Datei nennt keine Anmelde- und "
-                  "Bestätigungszeit, die Einwilligung ist so nicht belegt.", soft_wrap=True)
+        out.print(f"\n[bold]Kein DOI-Nachweis[/] ({len(missing)}): Die Datei nennt nicht beides, Anmelde- und "
+                  "Bestätigungszeit; die Einwilligung ist so nicht belegt.", soft_wrap=True)
         for row in missing:
             out.print(Text(f"  {_where(row, several)}{row.email} ({STATUS_LABELS[row.status]})"), soft_wrap=True)
         out.print("Eine neue Bestätigung holt [bold]newsletter subscribers invite --without-proof[/] ein.",
@@ -199,8 +199,9 @@ def _print_report(report: ImportReport, status: str) -> None:
 
 
 def _print_file(file: FileReport) -> None:
-    out.print(Text(f"Gelesen: {file.filename} ({file.encoding}, {DELIMITER_NAMES[file.delimiter]}, "
-                   f"{len(file.rows)} Zeilen)"), soft_wrap=True)
+    lines = f"{len(file.rows)} Zeile" + ("" if len(file.rows) == 1 else "n")
+    out.print(Text(f"Gelesen: {file.filename} ({file.encoding}, {DELIMITER_NAMES[file.delimiter]}, {lines})"),
+              soft_wrap=True)
     out.print(Text(f"  Format: {file.format}"), soft_wrap=True)
     counts = Table.grid(padding=(0, 2))
     counts.add_column()
@@ -395,7 +396,7 @@ def invite(
     """Schickt unbestätigten Personen die Bestätigungsmail (Double-Opt-in).
 
     Für Menschen, die du mit `add` oder `import` eingetragen hast: Erst wenn sie den Link
-    bestätigen, bekommen sie Ausgaben. Wer nach [web] confirm_days Tagen nicht bestätigt hat,
+    bestätigen, bekommen sie Ausgaben. Wer nach \\[web] confirm_days Tagen nicht bestätigt hat,
     wird von `prune` entfernt. Mit --without-proof bekommen genau die Personen ohne
     DOI-Nachweis eine neue Bestätigungsmail; ihr Klick wird als Nachweis gespeichert.
 
@@ -480,9 +481,8 @@ def _print_proof(record: ConsentRecord) -> None:
     table.columns[0].no_wrap = True
     for entry in record.entries:
         text = Text(entry.title, style="bold")
-        if entry.basis != "recorded":
-            text.append(" (laut Importdatei)" if entry.basis == "stated" else " (laut Eintrag, vor dem Verlauf)",
-                        style="dim")
+        if entry.basis != RECORDED:
+            text.append(f" ({BASIS_LABELS[entry.basis]})", style="dim")
         for label, value in entry.details:
             text.append(f"\n{label}: ", style="dim")
             text.append(f"„{value}“" if label == "Einwilligungstext" else value)
