@@ -778,10 +778,13 @@ class _Import:
         known = {(e.signup_at, e.signup_ip, e.confirmed_at, e.confirm_ip)
                  for e in existing.events if e.kind == IMPORTED}
         if any(row.stated()) and row.stated() not in known:
-            for name, value in (("subscribed_at", row.signup_at), ("signup_ip", row.signup_ip),
-                                ("confirmed_at", row.confirmed_at), ("confirm_ip", row.confirm_ip)):
-                if value and not getattr(existing, name):
-                    setattr(existing, name, value)
+            # The fields summarise one sign-up: they are completed from the first file that has
+            # evidence, never pieced together from several. Every file's evidence is in the history.
+            if not any(any(stated) for stated in known) and not any(e.kind == CONFIRMED for e in existing.events):
+                for name, value in (("subscribed_at", row.signup_at), ("signup_ip", row.signup_ip),
+                                    ("confirmed_at", row.confirmed_at), ("confirm_ip", row.confirm_ip)):
+                    if value and not getattr(existing, name):
+                        setattr(existing, name, value)
             changes.append("Anmelde- und Bestätigungsdaten der Datei ergänzt" if row.has_doi_evidence
                            else "Angaben der Datei ergänzt")
         activate = existing.status == PENDING and row.status != PENDING and (

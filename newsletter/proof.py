@@ -17,6 +17,7 @@ from newsletter import __version__
 from newsletter.subscribers import (
     ADDED,
     BERLIN,
+    BOUNCED,
     BOUNCED_EVENT,
     CONFIRMED,
     DECLARED,
@@ -28,11 +29,13 @@ from newsletter.subscribers import (
     SIGNUP,
     STATUS_LABELS,
     UNCONFIRMED,
+    UNSUBSCRIBED,
     UNSUBSCRIBED_EVENT,
     Event,
     Moment,
     Subscriber,
     earliest,
+    needs_fresh_confirmation,
     now,
     proof_of_consent,
 )
@@ -209,6 +212,15 @@ def _from_fields(person: Subscriber) -> list[ProofEntry]:
 
 
 def _summary(person: Subscriber, proof: str) -> str:
+    consent = _consent(person, proof)
+    if person.status == UNSUBSCRIBED and person.unsubscribed_at:
+        return f"{consent} Abgemeldet am {when(person.unsubscribed_at)}."
+    if person.status == BOUNCED and person.bounced_at:
+        return f"{consent} Als unzustellbar markiert am {when(person.bounced_at)}."
+    return consent
+
+
+def _consent(person: Subscriber, proof: str) -> str:
     if proof == DOI_PROVEN:
         confirmations = [e for e in person.events if e.kind == CONFIRMED]
         if confirmations:
@@ -222,9 +234,11 @@ def _summary(person: Subscriber, proof: str) -> str:
         return f"Double-Opt-in belegt: angemeldet am {when(person.subscribed_at)}, " \
                f"bestätigt am {when(person.confirmed_at)}."
     if proof == NO_PROOF:
-        return ("Kein Nachweis eines Double-Opt-in: Die Importdatei nennt nicht beides, Anmelde- und "
-                "Bestätigungszeitpunkt. Eine neue Bestätigung holt "
-                "„newsletter subscribers invite --without-proof“ ein.")
+        missing = "Kein Nachweis eines Double-Opt-in: Die Importdatei nennt nicht beides, Anmelde- und " \
+                  "Bestätigungszeitpunkt."
+        if needs_fresh_confirmation(person):
+            return f"{missing} Eine neue Bestätigung holt „newsletter subscribers invite --without-proof“ ein."
+        return missing
     if proof == DECLARED:
         return ("Von Hand eingetragen; die Einwilligung ist außerhalb dieses Programms belegt"
                 + (f" (Quelle: {person.source})." if person.source else "."))

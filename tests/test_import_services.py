@@ -194,6 +194,29 @@ def test_an_unsubscribed_file_leaves_people_already_on_the_list_left(store, tmp_
     assert [e.kind for e in people.get("nie@example.org").events] == ["added", IMPORTED]
 
 
+def test_a_later_import_only_appends_and_overwrites_nothing(store, tmp_path) -> None:
+    store.add("clara@example.org", "Clara", source="Visitenkarte")
+    clever = tmp_path / "cleverreach.csv"
+    clever.write_text("email;registered;activated;deactivated;source\n"
+                      "clara@example.org;1710493953;1710494100;0;Formular\n")
+    report = import_tables(store, read_import_files([clever]), PENDING)
+    assert [r.reason for r in report.updated] == ["Anmelde- und Bestätigungsdaten der Datei ergänzt, "
+                                                  "jetzt aktiv, Double-Opt-in belegt"]
+    first = store.load().get("clara@example.org")
+    assert (first.status, first.confirmed_at) == (ACTIVE, at(2024, 3, 15, 9, 15))
+    assert first.source == "Visitenkarte" and first.name == "Clara"
+    other = tmp_path / "subscribed_members_export_2.csv"
+    other.write_bytes(mailchimp("subscribed", [
+        'clara@example.org,Clara,Neu,,,,2,"2023-01-01 10:00:00",192.0.2.60,"2023-01-01 10:01:00",192.0.2.61,,,,,,,,'
+        '"2023-01-01 10:01:00",1,x,,']))
+    import_tables(store, read_import_files([other]), PENDING)
+    later = store.load().get("clara@example.org")
+    assert later.events[:2] == first.events  # what was stored stays as it was
+    assert [e.kind for e in later.events] == ["added", IMPORTED, IMPORTED]
+    assert later.events[-1].signup_ip == "192.0.2.60"  # the new file's evidence, kept beside the old
+    assert (later.name, later.confirmed_at, later.signup_ip) == ("Clara", first.confirmed_at, "")  # nothing overwritten
+
+
 def test_mailchimp_with_german_headers_as_a_single_csv(ws, store, runner, tmp_path) -> None:
     path = tmp_path / "mailchimp-export.csv"
     path.write_bytes(b"\xef\xbb\xbf" + (

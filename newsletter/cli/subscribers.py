@@ -477,18 +477,16 @@ def _print_proof(record: ConsentRecord) -> None:
     if not record.entries:
         out.print("\nZu dieser Person ist kein Ereignis gespeichert.")
         return
-    table = Table("Zeitpunkt", "Ereignis", show_edge=False, pad_edge=False, show_lines=True)
-    table.columns[0].no_wrap = True
+    # One event per paragraph, never cut into columns: a Message-ID or a consent text stays whole.
     for entry in record.entries:
-        text = Text(entry.title, style="bold")
+        line = Text.assemble((entry.when, "bold"), "  ", (entry.title, "bold"))
         if entry.basis != RECORDED:
-            text.append(f" ({BASIS_LABELS[entry.basis]})", style="dim")
+            line.append(f" ({BASIS_LABELS[entry.basis]})", style="dim")
+        out.print()
+        out.print(line, soft_wrap=True)
         for label, value in entry.details:
-            text.append(f"\n{label}: ", style="dim")
-            text.append(f"„{value}“" if label == "Einwilligungstext" else value)
-        table.add_row(entry.when, text)
-    out.print()
-    out.print(table)
+            out.print(Text.assemble("    ", (f"{label}: ", "dim"),
+                                    f"„{value}“" if label == "Einwilligungstext" else value), soft_wrap=True)
 
 
 @subscribers_app.command()
