@@ -96,15 +96,18 @@ BOUNCED_EVENT = "bounced"      # undeliverable: issue, code, diagnostic where kn
 STATUS_EVENTS = {PENDING: "pending", ACTIVE: CONFIRMED, UNSUBSCRIBED: UNSUBSCRIBED_EVENT,
                  BOUNCED: BOUNCED_EVENT}
 VALID_KIND = re.compile(r"[a-z][a-z0-9_]{0,39}")
+KNOWN_KINDS = frozenset({SIGNUP, INVITED, CONFIRMED, ADDED, IMPORTED, *STATUS_EVENTS.values()})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Event:
     """One thing that happened to a subscription, stored once and never rewritten.
 
     `at` is when it happened here (for an import: when the file was imported). What an
     imported file states about the past (`signup_at`, `confirmed_at` …) is kept in the fields
     of its `imported` event exactly as given, and stays empty where the file says nothing.
+    Nothing changes an event after it is made (not frozen only because a frozen dataclass
+    takes ten times as long to build, and a file holds several per person).
     """
 
     kind: str
@@ -151,6 +154,7 @@ class Event:
 EVENT_ORDER = tuple(f.name for f in fields(Event))
 EVENT_FIELDS = frozenset(EVENT_ORDER)
 EVENT_MOMENTS = frozenset({"signup_at", "confirmed_at", "unsubscribed_at", "bounced_at"})
+EVENT_TEXTS = EVENT_FIELDS - EVENT_MOMENTS - {"at", "line"}
 
 
 @dataclass
@@ -772,30 +776,34 @@ def _record_problem(record: Any) -> str | None:
 
 
 def event_problem(raw: Any) -> Event | str:
-    """One stored event as an `Event`, or what is wrong with it (German, for the error line)."""
+    """One stored event as an `Event`, or what is wrong with it (German, for the error line).
+
+    Kept lean like `_record_problem`: a file holds several events per person.
+    """
     if not isinstance(raw, dict):
         return "muss eine Tabelle sein"
-    unknown = raw.keys() - EVENT_FIELDS
-    if unknown:
-        return f"unbekannter Schlüssel „{sorted(unknown)[0]}“"
-    kind, at = raw.get("kind"), raw.get("at")
-    if not isinstance(kind, str) or not VALID_KIND.fullmatch(kind):
+    if not EVENT_FIELDS.issuperset(raw):
+        return f"unbekannter Schlüssel „{sorted(raw.keys() - EVENT_FIELDS)[0]}“"
+    kind = raw.get("kind")
+    if type(kind) is not str or (kind not in KNOWN_KINDS and not VALID_KIND.fullmatch(kind)):
         return "kind fehlt oder ist ungültig (z. B. kind = \"confirmed\")"
-    if not isinstance(at, dt.datetime):
+    if not isinstance(raw.get("at"), dt.datetime):
         return "at muss Datum und Uhrzeit sein, z. B. 2026-11-01T10:00:00Z"
-    values = dict(raw)
     for key, value in raw.items():
-        if key in EVENT_MOMENTS or key == "at":
-            if not isinstance(value, dt.date):
-                return f"{key} muss ein Datum oder Datum und Uhrzeit sein"
-            if isinstance(value, dt.datetime) and value.tzinfo is None:
-                values[key] = value.replace(tzinfo=dt.UTC)
-        elif key == "line":
+        if type(value) is str:
+            if key in EVENT_TEXTS:
+                continue
+            return f"{key} muss {'eine Zeilennummer' if key == 'line' else 'ein Datum oder Datum und Uhrzeit'} sein"
+        if key in EVENT_TEXTS:
+            return f"{key} muss Text in Anführungszeichen sein"
+        if key == "line":
             if type(value) is not int or value < 0:
                 return "line muss eine Zeilennummer sein"
-        elif type(value) is not str:
-            return f"{key} muss Text in Anführungszeichen sein"
-    return Event(**values)
+        elif not isinstance(value, dt.date):
+            return f"{key} muss ein Datum oder Datum und Uhrzeit sein"
+        elif isinstance(value, dt.datetime) and value.tzinfo is None:
+            raw[key] = value.replace(tzinfo=dt.UTC)
+    return Event(**raw)
 
 
 @dataclass(frozen=True)
