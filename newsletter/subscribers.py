@@ -107,7 +107,7 @@ class Event:
     imported file states about the past (`signup_at`, `confirmed_at` …) is kept in the fields
     of its `imported` event exactly as given, and stays empty where the file says nothing.
     Nothing changes an event after it is made (not frozen only because a frozen dataclass
-    takes ten times as long to build, and a file holds several per person).
+    takes four times as long to build, and a file holds several per person).
     """
 
     kind: str
