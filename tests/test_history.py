@@ -153,3 +153,14 @@ def test_show_lists_the_history_and_json_carries_it(ws: Workspace, store: Subscr
     record = json.loads(invoke(runner, "subscribers", "show", "anna@example.org", "--json").stdout)
     assert [e["kind"] for e in record["events"]] == ["added", "unsubscribed"]
     assert record["events"][1]["source"] == "Abmeldelink"
+
+
+def test_an_import_by_an_older_version_counts_as_without_proof(ws: Workspace, store: SubscriberStore, runner) -> None:
+    store.path.parent.mkdir(parents=True, exist_ok=True)
+    store.path.write_text(OLD_FILE.replace('source = "web"', 'source = "Import alte-liste.csv"')
+                          + '\n[[subscriber]]\nid = "x3"\nemail = "hand@example.org"\nstatus = "active"\n'
+                            'source = "Praxis, schriftlich"\n', encoding="utf-8")
+    stats = json.loads(invoke(runner, "subscribers", "stats", "--json").stdout)
+    assert stats["without_proof"] == 1  # the import wrote its own moment as the confirmation; the hand entry is hers
+    refused = invoke(runner, "subscribers", "invite", "--without-proof")
+    assert "Bestätigungsmail an 1 Person(en) ohne DOI-Nachweis senden?" in refused.stderr
