@@ -15,6 +15,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from email.parser import BytesHeaderParser
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -23,12 +24,19 @@ from newsletter.errors import NewsletterError, SubscriberError
 from newsletter.mails import CONFIRM_MAIL, WELCOME_MAIL, Mail, build_mail
 from newsletter.subscribers import (
     ACTIVE,
+    CONFIRMED,
+    INVITED,
     PENDING,
+    SIGNUP,
     UNSUBSCRIBED,
+    Event,
     Subscriber,
+    SubscriberList,
     SubscriberStore,
     clean_name,
     email_key,
+    latest,
+    needs_fresh_confirmation,
     normalize_email,
     now,
 )
@@ -146,12 +154,14 @@ class Signups:
             "signup_ip": ip, "signup_page": signup_page(form.page), "consent_text": consent_text(self.config),
             "consent_version": self.config.newsletter.consent_version,
         }
+        signed = Event(SIGNUP, now(), ip=ip, page=details["signup_page"], consent_text=details["consent_text"],
+                       consent_version=details["consent_version"])
         with self.store.change() as people:
             if people.is_suppressed(email):
                 return SignupResult(RECEIVED)
             person = people.get(email)
             if person is None:
-                person = people.add(email, form.name, status=PENDING, source=SOURCE, **details)
+                person = people.add(email, form.name, status=PENDING, source=SOURCE, event=signed, **details)
             elif person.status == ACTIVE:
                 return SignupResult(RECEIVED)
             elif person.status == PENDING:  # a second try: this sign-up's consent is the one to confirm
@@ -160,14 +170,13 @@ class Signups:
                 person.source, person.subscribed_at = SOURCE, now()
                 for key, value in details.items():
                     setattr(person, key, value)
-                people.changed = True
-            # Someone who left stays left until the mailbox owner confirms: a stranger typing the
-            # address into the form changes nothing but this mail.
+                people.record(person, signed)
+            # Someone who left stays left, their record untouched, until the mailbox owner
+            # confirms: a stranger typing the address into the form changes nothing but this mail.
+            mail = confirmation_mail(self.workspace, self.secret, person.id, person.email, int(self.clock()))
             if person.status == PENDING:
                 person.invited_at = now()
-                people.changed = True
-            subscriber_id, address = person.id, person.email
-        mail = confirmation_mail(self.workspace, self.secret, subscriber_id, address, int(self.clock()))
+                people.record(person, invitation(mail))
         self.outgoing.put(mail, CONFIRM_MAIL)  # after the answer: its timing must not tell who is listed
         return SignupResult(RECEIVED)
 
@@ -181,13 +190,15 @@ class Signups:
         person = self.store.load().by_id(subscriber_id) if subscriber_id else None
         if person is None or not _may_confirm(person, token):
             return INVALID
-        return DONE if person.status == ACTIVE else ASK
+        return DONE if person.status == ACTIVE and not needs_fresh_confirmation(person) else ASK
 
     def confirm(self, token: str, ip: str) -> str:
         """Make a sign-up active, with the time and IP of the confirmation; idempotent.
 
         Someone who had left comes back only with a link issued after they left, and with a
-        fresh consent record: this sign-up's time and the consent text as it is now.
+        fresh consent record: this sign-up's time and the consent text as it is now. Every
+        confirmation records the consent text and version in force when it happened; an active
+        person imported without evidence ("kein DOI-Nachweis") confirms the same way.
         """
         subscriber_id = self._confirmed_id(token)
         if subscriber_id is None:
@@ -196,17 +207,17 @@ class Signups:
             person = people.by_id(subscriber_id)
             if person is None or not _may_confirm(person, token):
                 return INVALID
-            if person.status == ACTIVE:
+            if person.status == ACTIVE and not needs_fresh_confirmation(person):
                 return DONE
-            if person.status != PENDING:
+            welcome = person.status != ACTIVE
+            if person.status not in (PENDING, ACTIVE):  # the sign-up is known by its link alone
                 person.source, person.subscribed_at = SOURCE, _issued_at(token)
                 person.signup_ip, person.signup_page = "", ""
-                person.consent_text = consent_text(self.config)
-                person.consent_version = self.config.newsletter.consent_version
-            person.confirmed_at, person.confirm_ip = now(), ip
-            people.set_status(person, ACTIVE)
+                person.consent_text, person.consent_version = "", ""
+                people.record(person, Event(SIGNUP, _issued_at(token), source="Bestätigungslink"))
+            record_confirmation(people, person, ip, consent_text(self.config), self.config.newsletter.consent_version)
             email = person.email
-        if self.config.web.welcome_mail:
+        if welcome and self.config.web.welcome_mail:
             self._welcome(subscriber_id, email)
         return DONE
 
@@ -228,7 +239,7 @@ class Signups:
         subscriber_id = verify_token(self.secret, token, UNSUBSCRIBE)
         if subscriber_id is None:
             return INVALID
-        self.store.update_status(subscriber_id, UNSUBSCRIBED)
+        self.store.update_status(subscriber_id, UNSUBSCRIBED, source="Abmeldelink")
         return DONE
 
     def _deliver(self, mail: Mail, kind: str) -> None:
@@ -279,11 +290,35 @@ def _issued_at(token: str) -> dt.datetime:
 
 
 def _may_confirm(person: Subscriber, token: str) -> bool:
-    """Pending people may confirm; those who left only with a link issued after they left."""
+    """Pending people may confirm; those who left only with a link issued after they left.
+
+    A leave an import dated to the day alone counts until that day's end.
+    """
     if person.status in (PENDING, ACTIVE):
         return True
     left = person.unsubscribed_at if person.status == UNSUBSCRIBED else person.bounced_at
-    return left is None or _issued_at(token) >= left
+    return left is None or _issued_at(token) >= latest(left)
+
+
+def record_confirmation(people: SubscriberList, person: Subscriber, ip: str, text: str, version: str) -> None:
+    """The double opt-in: confirmed now from `ip`, under the consent text and version in force now.
+
+    A person without a consent text of their own (added by hand or imported, then invited)
+    gets this one: it is what they agreed to by confirming.
+    """
+    stamp = now()
+    if not person.consent_text:
+        person.consent_text, person.consent_version = text, version
+    person.confirmed_at, person.confirm_ip = stamp, ip
+    confirmed = Event(CONFIRMED, stamp, ip=ip, consent_text=text, consent_version=version)
+    if not people.set_status(person, ACTIVE, confirmed):  # already active, now with its proof
+        people.record(person, confirmed)
+
+
+def invitation(mail: Mail) -> Event:
+    """The confirmation mail as an event of the history, with its Message-ID to find it in logs."""
+    message_id = BytesHeaderParser().parsebytes(mail.data).get("Message-ID", "")
+    return Event(INVITED, now(), message_id=" ".join(str(message_id).split()))
 
 
 def signup_page(value: str) -> str:
@@ -307,28 +342,35 @@ def confirmation_mail(workspace: Workspace, secret: bytes, subscriber_id: str, a
         "confirm_url": f"{config.base_url}/c/{token}", "confirm_days": config.web.confirm_days})
 
 
-def invite_pending(workspace: Workspace, emails: list[str] | None = None) -> list[str]:
+def invite_pending(workspace: Workspace, emails: list[str] | None = None, without_proof: bool = False) -> list[str]:
     """Send the confirmation mail to unconfirmed people added by hand or by import.
 
-    Only `pending` people get it (never anyone active, unsubscribed or bounced); `invited_at`
-    records when, so `prune` removes them only once that link has expired unanswered.
+    Only `pending` people get it (never anyone unsubscribed or bounced), and with
+    `without_proof` exactly those marked "kein DOI-Nachweis", active ones too: confirming gives
+    them the proof. `invited_at` records when, so `prune` removes pending people only once
+    that link has expired unanswered; the history keeps each mail's Message-ID.
     """
     store = SubscriberStore(workspace.subscribers_path)
     secret = workspace.secret()
+
+    def invitable(person: Subscriber) -> bool:
+        return needs_fresh_confirmation(person) if without_proof else person.status == PENDING
+
     with store.change() as people:
         if emails:
             chosen = [people.require(email) for email in emails]
             for person in chosen:
-                if person.status != PENDING:
-                    raise SubscriberError(f"{person.email}: ist nicht unbestätigt (Status: {person.status}); "
-                                          "eine Bestätigungsmail bekommen nur unbestätigte Personen")
+                if not (person.status == PENDING or needs_fresh_confirmation(person)):
+                    raise SubscriberError(f"{person.email}: ist nicht unbestätigt (Status: {person.status}) und "
+                                          "hat keinen fehlenden DOI-Nachweis; eine Bestätigungsmail bekommen nur "
+                                          "unbestätigte Personen und solche ohne DOI-Nachweis")
         else:
-            chosen = [person for person in people if person.status == PENDING]
+            chosen = [person for person in people if invitable(person)]
         mails = [(person, confirmation_mail(workspace, secret, person.id, person.email, int(time.time())))
                  for person in chosen]
-        for person, _ in mails:
+        for person, mail in mails:
             person.invited_at = now()
-        people.changed = people.changed or bool(mails)
+            people.record(person, invitation(mail))
     config = workspace.config
     transport = make_transport(config.smtp, workspace.outbox_dir / "web" / CONFIRM_MAIL, config.path.parent)
     sent: list[str] = []
@@ -346,7 +388,8 @@ def invite_pending(workspace: Workspace, emails: list[str] | None = None) -> lis
 
 def link_sent_at(person: Subscriber) -> dt.datetime | None:
     """When this person's confirmation link went out, if one did (older web sign-ups lack invited_at)."""
-    return person.invited_at or (person.subscribed_at if person.source == SOURCE else None)
+    signed = person.subscribed_at if person.source == SOURCE else None
+    return person.invited_at or (signed if isinstance(signed, dt.datetime) else None)
 
 
 def prune_pending(store: SubscriberStore, max_age: dt.timedelta, at: dt.datetime | None = None,

@@ -4,6 +4,10 @@ subscribers/subscribers.toml stays readable and hand-editable. Every change goes
 `SubscriberStore.change()`: take the lock, read the current file, change it, write a temp
 file, fsync, keep the old file as the one backup, rename, fsync the folder. A crash at any
 point leaves the old or the new file, and concurrent writers never lose each other's changes.
+
+Each person carries, besides the current state (status, times, consent), an append-only
+history of `Event`s written as `[[subscriber.event]]` tables: what happened when, as the
+evidence of consent that a supervisory authority may ask for. Events are only ever appended.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, BinaryIO
+from zoneinfo import ZoneInfo
 
 import tomli as toml_reader  # the compiled build of the parser the standard library ships: ~3× faster
 import tomli_w
@@ -49,8 +54,107 @@ HEADER = """\
 """
 
 
+# Naive times written by people in Germany (and the dates of a whole day) mean this zone.
+BERLIN = ZoneInfo("Europe/Berlin")
+# A time the tool records itself is aware (UTC); one taken from an import may be a date alone
+# (15.03.2024: the file gives no time of day, and none is made up).
+Moment = dt.datetime | dt.date
+
+
 def now() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+
+def earliest(value: Moment) -> dt.datetime:
+    """An aware time to compare and sort by; a date alone counts from its first second in Germany."""
+    if isinstance(value, dt.datetime):
+        return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+    return dt.datetime.combine(value, dt.time(), BERLIN)
+
+
+def latest(value: Moment) -> dt.datetime:
+    """Like `earliest`, but a date alone counts to its last second: for comparing against a leave."""
+    if isinstance(value, dt.datetime):
+        return earliest(value)
+    return dt.datetime.combine(value + dt.timedelta(days=1), dt.time(), BERLIN)
+
+
+def month_of(value: Moment) -> str:
+    """"YYYY-MM" in German local time (a date alone is its own month)."""
+    return (value.astimezone(BERLIN) if isinstance(value, dt.datetime) else value).strftime("%Y-%m")
+
+
+# Event kinds. New kinds may be added (bounces with their details, complaints …): a reader
+# shows a kind it does not know by its name instead of refusing the file.
+SIGNUP = "signup"              # the form of `serve`: ip, page, consent_text/version
+INVITED = "invited"            # a confirmation mail went out: message_id
+CONFIRMED = "confirmed"        # the link in it was confirmed: ip, consent_text/version in force
+ADDED = "added"                # `subscribers add`: status, source (the author's own word)
+IMPORTED = "imported"          # a row of an import file: file, format, line, what the file states
+UNSUBSCRIBED_EVENT = "unsubscribed"  # left: source (Abmeldelink, von Hand …)
+BOUNCED_EVENT = "bounced"      # undeliverable: issue, code, diagnostic where known
+STATUS_EVENTS = {PENDING: "pending", ACTIVE: CONFIRMED, UNSUBSCRIBED: UNSUBSCRIBED_EVENT,
+                 BOUNCED: BOUNCED_EVENT}
+VALID_KIND = re.compile(r"[a-z][a-z0-9_]{0,39}")
+KNOWN_KINDS = frozenset({SIGNUP, INVITED, CONFIRMED, ADDED, IMPORTED, *STATUS_EVENTS.values()})
+
+
+@dataclass(slots=True)
+class Event:
+    """One thing that happened to a subscription, stored once and never rewritten.
+
+    `at` is when it happened here (for an import: when the file was imported). What an
+    imported file states about the past (`signup_at`, `confirmed_at` …) is kept in the fields
+    of its `imported` event exactly as given, and stays empty where the file says nothing.
+    Nothing changes an event after it is made (not frozen only because a frozen dataclass
+    takes four times as long to build, and a file holds several per person).
+    """
+
+    kind: str
+    at: dt.datetime
+    status: str = ""           # the status the event left behind (added, imported)
+    source: str = ""           # how or where from: "Abmeldelink", "von Hand", a service's own source
+    ip: str = ""
+    page: str = ""
+    consent_version: str = ""
+    consent_text: str = ""
+    message_id: str = ""       # invited: the confirmation mail's Message-ID
+    file: str = ""             # imported: the file's name (inside a zip: zip/member)
+    format: str = ""           # imported: the recognised format, e.g. "Mailchimp"
+    line: int = 0              # imported: the row's line in the file (the header is line 1)
+    file_status: str = ""      # imported: the status as the file gives it
+    signup_at: Moment | None = None     # imported: what the file states, as stated
+    signup_ip: str = ""
+    confirmed_at: Moment | None = None
+    confirm_ip: str = ""
+    unsubscribed_at: Moment | None = None
+    bounced_at: Moment | None = None
+    reason: str = ""           # imported: why the person left or was cleaned, as the file says
+    issue: str = ""            # bounced: the issue it bounced on
+    code: str = ""             # bounced: the status code, e.g. 5.1.1
+    diagnostic: str = ""       # bounced: the server's words
+    note: str = ""
+
+    def to_toml(self) -> dict[str, Any]:
+        """The fields worth writing, in order (empty ones are left out)."""
+        return {name: value for name in EVENT_ORDER
+                if (value := getattr(self, name)) is not None and value != "" and value != 0}
+
+    def to_json(self) -> dict[str, Any]:
+        """The fields that are set, times as ISO 8601 text."""
+        return {name: value.isoformat() if isinstance(value, dt.date) else value
+                for name, value in self.to_toml().items()}
+
+    @property
+    def has_doi_evidence(self) -> bool:
+        """An import stating both when the person signed up and when they confirmed."""
+        return self.kind == IMPORTED and self.signup_at is not None and self.confirmed_at is not None
+
+
+EVENT_ORDER = tuple(f.name for f in fields(Event))
+EVENT_FIELDS = frozenset(EVENT_ORDER)
+EVENT_MOMENTS = frozenset({"signup_at", "confirmed_at", "unsubscribed_at", "bounced_at"})
+EVENT_TEXTS = EVENT_FIELDS - EVENT_MOMENTS - {"at", "line"}
 
 
 @dataclass
@@ -60,10 +164,10 @@ class Subscriber:
     name: str = ""
     status: str = PENDING
     source: str = ""
-    subscribed_at: dt.datetime | None = None
-    confirmed_at: dt.datetime | None = None
-    unsubscribed_at: dt.datetime | None = None
-    bounced_at: dt.datetime | None = None
+    subscribed_at: Moment | None = None
+    confirmed_at: Moment | None = None
+    unsubscribed_at: Moment | None = None
+    bounced_at: Moment | None = None
     invited_at: dt.datetime | None = None  # when the last confirmation link went out
     consent_version: str = ""
     consent_text: str = ""
@@ -71,6 +175,7 @@ class Subscriber:
     signup_page: str = ""
     confirm_ip: str = ""
     note: str = ""
+    events: list[Event] = field(default_factory=list)  # written as [[subscriber.event]]
 
     @property
     def key(self) -> str:
@@ -82,20 +187,65 @@ class Subscriber:
         return self.status == ACTIVE
 
     def to_toml(self) -> dict[str, Any]:
-        """The fields worth writing, in file order (empty ones are left out)."""
-        values = ((name, getattr(self, name)) for name in FIELD_ORDER)
-        return {name: value for name, value in values if value is not None and value != ""}
+        """The fields worth writing, in file order (empty ones are left out), then the events."""
+        values = ((name, getattr(self, name)) for name in SCALAR_ORDER)
+        data = {name: value for name, value in values if value is not None and value != ""}
+        if self.events:
+            data["event"] = [event.to_toml() for event in self.events]
+        return data
 
     def to_json(self) -> dict[str, Any]:
-        """Every field, timestamps as ISO 8601 text and None where unknown."""
-        values = ((name, getattr(self, name)) for name in FIELD_ORDER)
-        return {name: value.isoformat() if isinstance(value, dt.datetime) else value
-                for name, value in values}
+        """Every field, timestamps as ISO 8601 text and None where unknown, events as a list."""
+        values = ((name, getattr(self, name)) for name in SCALAR_ORDER)
+        data = {name: value.isoformat() if isinstance(value, dt.date) else value for name, value in values}
+        data["events"] = [event.to_json() for event in self.events]
+        return data
 
 
 FIELD_ORDER = tuple(f.name for f in fields(Subscriber))
-FIELD_NAMES = frozenset(FIELD_ORDER)
+SCALAR_ORDER = tuple(name for name in FIELD_ORDER if name != "events")
+# The keys a [[subscriber]] table may hold; its events come as the sub-tables [[subscriber.event]].
+FIELD_NAMES = frozenset(SCALAR_ORDER) | {"event"}
 DATE_FIELDS = frozenset({"subscribed_at", "confirmed_at", "unsubscribed_at", "bounced_at", "invited_at"})
+# invited_at is only ever recorded by the tool itself, so it is always a time, never a date alone.
+TIME_ONLY_FIELDS = frozenset({"invited_at"})
+
+
+def proof_of_consent(person: Subscriber) -> str:
+    """How this person's consent is evidenced: DOI_PROVEN, NO_PROOF, DECLARED or UNCONFIRMED.
+
+    A double opt-in is proven by a confirmation through this tool (web or `invite`) or by an
+    import stating both the sign-up and the confirmation time. An import without both is
+    "kein DOI-Nachweis" (Mailchimp marks a contact an admin added with a confirmation time
+    but no opt-in). Records older than the event history are judged by their fields.
+    """
+    events = person.events
+    if any(e.kind == CONFIRMED or e.has_doi_evidence for e in events):
+        return DOI_PROVEN
+    if any(e.kind == IMPORTED for e in events):
+        return NO_PROOF
+    if any(e.kind == SIGNUP for e in events):
+        return UNCONFIRMED
+    if events:
+        return DECLARED
+    if person.source == "web":
+        return DOI_PROVEN if person.confirmed_at and person.confirm_ip else UNCONFIRMED
+    # An import by an older version wrote the moment of the import as the confirmation.
+    return NO_PROOF if person.source.startswith("Import ") else DECLARED
+
+
+DOI_PROVEN, NO_PROOF, DECLARED, UNCONFIRMED = "doi", "missing", "declared", "unconfirmed"
+PROOF_LABELS = {
+    DOI_PROVEN: "Double-Opt-in belegt",
+    NO_PROOF: "kein DOI-Nachweis",
+    DECLARED: "von Hand eingetragen",
+    UNCONFIRMED: "Anmeldung noch nicht bestätigt",
+}
+
+
+def needs_fresh_confirmation(person: Subscriber) -> bool:
+    """Who `subscribers invite --without-proof` asks: still on the list, consent not evidenced."""
+    return person.status in (PENDING, ACTIVE) and proof_of_consent(person) == NO_PROOF
 
 
 def new_id() -> str:
@@ -174,11 +324,15 @@ class SubscriberList:
         return bool(self.suppressed) and self.suppression_hash(email) in self.suppressed
 
     def add(self, email: str, name: str = "", status: str = PENDING, source: str = "", *,
-            allow_erased: bool = False, subscriber_id: str | None = None, **details: Any) -> Subscriber:
+            allow_erased: bool = False, subscriber_id: str | None = None, event: Event | None = None,
+            stamp: bool = True, **details: Any) -> Subscriber:
         """Add a new person; SubscriberError if the address is invalid, listed or erased.
 
         An erased address comes back only with allow_erased (the person asked for it
         explicitly, e.g. a new confirmed sign-up); its suppression hash is then dropped.
+        `event` is the first entry of the history (by default: added by hand). With `stamp`
+        a missing subscribed_at is now, and an active person counts as confirmed now: right
+        for a person entered today, wrong for an import, which keeps exactly the times it has.
         """
         _check_status(status)
         address = normalize_email(email)
@@ -196,35 +350,46 @@ class SubscriberList:
         keep = subscriber_id if subscriber_id and VALID_ID.fullmatch(subscriber_id) else None
         subscriber = Subscriber(id=keep or new_id(), email=address, name=clean_name(name), status=status,
                                 source=source, **details)
-        subscriber.subscribed_at = subscriber.subscribed_at or now()
+        if stamp:
+            subscriber.subscribed_at = subscriber.subscribed_at or now()
+            if status == ACTIVE and subscriber.confirmed_at is None:
+                subscriber.confirmed_at = subscriber.subscribed_at
         while subscriber.id in self._by_id:  # pragma: no cover - 96 random bits
             subscriber.id = new_id()
-        if status == ACTIVE and subscriber.confirmed_at is None:
-            subscriber.confirmed_at = subscriber.subscribed_at
+        subscriber.events = [*subscriber.events,
+                             event or Event(ADDED, now(), status=status, source=source)]
         self.subscribers.append(subscriber)
         self._by_key[subscriber.key] = subscriber
         self._by_id[subscriber.id] = subscriber
         self.changed = True
         return subscriber
 
-    def set_status(self, subscriber: Subscriber, status: str) -> bool:
-        """Move someone to a new status with its timestamp; False if nothing changed.
+    def record(self, subscriber: Subscriber, event: Event) -> None:
+        """Append one event to someone's history; nothing already stored is touched."""
+        subscriber.events.append(event)
+        self.changed = True
 
-        Coming back to active after leaving or bouncing counts as a new confirmation.
+    def set_status(self, subscriber: Subscriber, status: str, event: Event | None = None) -> bool:
+        """Move someone to a new status, with its timestamp and an event; False if nothing changed.
+
+        Without `event` the change is recorded as happening now (a confirmation, an unsubscribe,
+        a bounce). Only a `confirmed` event sets confirmed_at: an import that makes someone active
+        on the author's word records that, not a confirmation. Coming back to active after
+        leaving or bouncing counts as a new confirmation.
         """
         _check_status(status)
         if subscriber.status == status:
             return False
+        event = event or Event(STATUS_EVENTS[status], now())
         previous, subscriber.status = subscriber.status, status
-        stamp = now()
-        if status == ACTIVE:
+        if status == ACTIVE and event.kind == CONFIRMED:
             if previous != PENDING or subscriber.confirmed_at is None:
-                subscriber.confirmed_at = stamp
+                subscriber.confirmed_at = event.at
         elif status == UNSUBSCRIBED:
-            subscriber.unsubscribed_at = stamp
+            subscriber.unsubscribed_at = event.unsubscribed_at or event.at
         elif status == BOUNCED:
-            subscriber.bounced_at = stamp
-        self.changed = True
+            subscriber.bounced_at = event.bounced_at or event.at
+        self.record(subscriber, event)
         return True
 
     def set_name(self, subscriber: Subscriber, name: str) -> bool:
@@ -252,10 +417,18 @@ class SubscriberList:
         self.dropped = True
 
     def to_toml(self) -> str:
-        data: dict[str, Any] = {"subscriber": [s.to_toml() for s in self.subscribers]}
+        """The whole file. Written table by table, so every event is a [[subscriber.event]] table
+        (tomli-w alone would write short ones inline and long ones as tables); the bytes of a
+        person without events are exactly what tomli-w writes for the whole list."""
+        tables = []
+        for subscriber in self.subscribers:
+            record = subscriber.to_toml()
+            events = record.pop("event", ())
+            tables.append("[[subscriber]]\n" + tomli_w.dumps(record))
+            tables.extend("[[subscriber.event]]\n" + tomli_w.dumps(event) for event in events)
         if self.suppressed:
-            data["suppression"] = {"salt": self.salt, "hashes": sorted(self.suppressed)}
-        return HEADER + tomli_w.dumps(data)
+            tables.append(tomli_w.dumps({"suppression": {"salt": self.salt, "hashes": sorted(self.suppressed)}}))
+        return HEADER + "\n".join(tables)
 
 
 def _check_status(status: str) -> None:
@@ -330,17 +503,17 @@ class SubscriberStore:
         finally:
             self.lock.release()
 
-    def update_status(self, subscriber_id: str, status: str) -> Subscriber | None:
+    def update_status(self, subscriber_id: str, status: str, source: str = "") -> Subscriber | None:
         """Set one person's status under the lock in one call; None if the id is unknown.
 
         For the unsubscribe link and for bounces: the file is re-read under the lock, so a
-        change made meanwhile by anyone else is kept.
+        change made meanwhile by anyone else is kept. `source` says how, for the history.
         """
         _check_status(status)
         with self.change() as people:
             subscriber = people.by_id(subscriber_id)
             if subscriber is not None:
-                people.set_status(subscriber, status)
+                people.set_status(subscriber, status, Event(STATUS_EVENTS[status], now(), source=source))
             return subscriber
 
     def add(self, email: str, name: str = "", status: str = PENDING, source: str = "",
@@ -353,7 +526,8 @@ class SubscriberStore:
         """Mark someone unsubscribed, keeping their consent history; False if they already were."""
         with self.change() as people:
             subscriber = people.require(email)
-            return subscriber, people.set_status(subscriber, UNSUBSCRIBED)
+            return subscriber, people.set_status(subscriber, UNSUBSCRIBED,
+                                                 Event(UNSUBSCRIBED_EVENT, now(), source="von Hand"))
 
     def forget(self, email: str) -> Subscriber:
         """Erase someone under the lock; returns the record as it was, for the confirmation."""
@@ -439,6 +613,9 @@ def parse_subscribers(path: Path, raw: bytes) -> SubscriberList:
                            f"(auch Zeile {_record_line(text, first_index[key])})")
             elif subscriber.id in ids:
                 problem = f"id „{subscriber.id}“ kommt doppelt vor"
+        if isinstance(problem, EventProblem):
+            raise SubscriberError(f"{path}:{_event_line(text, index, problem.position)}: "
+                                  f"[[subscriber.event]] {problem}")
         if problem is not None:
             raise SubscriberError(f"{path}:{_record_line(text, index)}: {problem}")
         first_index[key] = index
@@ -457,6 +634,20 @@ def _record_line(text: str, index: int) -> int:
         if number == index:
             return text.count("\n", 0, match.start()) + 1
     return 0
+
+
+EVENT_HEADER = re.compile(r"^[ \t]*\[\[[ \t]*subscriber[ \t]*\.[ \t]*event[ \t]*\]\]", re.MULTILINE)
+
+
+def _event_line(text: str, index: int, event: int) -> int:
+    """The line of a person's event-th [[subscriber.event]] (or of the person, if written inline)."""
+    starts = [match.start() for match in SUBSCRIBER_HEADER.finditer(text)]
+    if index >= len(starts):
+        return 0
+    end = starts[index + 1] if index + 1 < len(starts) else len(text)
+    headers = list(EVENT_HEADER.finditer(text, starts[index], end))
+    offset = headers[event].start() if event < len(headers) else starts[index]
+    return text.count("\n", 0, offset) + 1
 
 
 def _line_of(text: str, key: str) -> int:
@@ -483,13 +674,17 @@ def _suppression_from(path: Path, text: str, table: Any) -> tuple[str, set[str]]
     return salt, set(hashes)
 
 
+# A person's own sub-tables ([[subscriber.event]]) belong to the table before them.
+SUB_TABLE = re.compile(rb"[ \t]*\[\[[ \t]*subscriber[ \t]*\.")
+
+
 def _tables(handle: BinaryIO) -> Iterator[Subscriber]:
     """The subscribers of an open file, one table at a time; _NotStreamable if in doubt."""
     emails: set[str] = set()
     ids: set[str] = set()
     table: list[bytes] = []
     for line in itertools.chain(handle, [b"[end]"]):
-        if line.lstrip(b" \t").startswith(b"[") and table:
+        if line.lstrip(b" \t").startswith(b"[") and table and not SUB_TABLE.match(line):
             subscriber = _one_table(b"".join(table))
             if subscriber is not None:
                 if subscriber.key in emails or subscriber.id in ids:
@@ -520,10 +715,21 @@ def _one_table(raw: bytes) -> Subscriber | None:
     return Subscriber(**records[0])
 
 
+class EventProblem(str):
+    """What is wrong with one event of a record, and which of its events it is."""
+
+    position: int
+
+    def __new__(cls, message: str, position: int) -> EventProblem:
+        problem = super().__new__(cls, message)
+        problem.position = position
+        return problem
+
+
 def _record_problem(record: Any) -> str | None:
     """What is wrong with one [[subscriber]] table, or None; hand edits are repaired where harmless.
 
-    Kept lean: it runs for every person on every read.
+    Kept lean: it runs for every person on every read. Its events are turned into `Event`s here.
     """
     if not isinstance(record, dict):
         return "„subscriber“ muss als [[subscriber]] geschrieben werden"
@@ -534,11 +740,13 @@ def _record_problem(record: Any) -> str | None:
         if type(value) is str:
             if key in DATE_FIELDS:
                 return f"{key} muss Datum und Uhrzeit sein, z. B. 2026-11-01T10:00:00Z"
+        elif key == "event":
+            continue
         elif key not in DATE_FIELDS:
             return f"{key} muss Text in Anführungszeichen sein"
-        elif not isinstance(value, dt.datetime):
+        elif not isinstance(value, dt.date) or (key in TIME_ONLY_FIELDS and not isinstance(value, dt.datetime)):
             return f"{key} muss Datum und Uhrzeit sein, z. B. 2026-11-01T10:00:00Z"
-        elif value.tzinfo is None:
+        elif isinstance(value, dt.datetime) and value.tzinfo is None:
             record[key] = value.replace(tzinfo=dt.UTC)
     for key in ("id", "email"):
         if not record.get(key):
@@ -554,7 +762,48 @@ def _record_problem(record: Any) -> str | None:
     name = record.get("name")
     if name and not name.isprintable():  # a hand edit: a name never carries a line break onward
         record["name"] = clean_name(name)
+    if "event" in record:
+        events = record.pop("event")
+        if not isinstance(events, list):
+            return "event muss als [[subscriber.event]] geschrieben werden"
+        converted = []
+        for index, raw in enumerate(events):
+            if isinstance(problem := event_problem(raw), str):
+                return EventProblem(problem, index)
+            converted.append(problem)
+        record["events"] = converted
     return None
+
+
+def event_problem(raw: Any) -> Event | str:
+    """One stored event as an `Event`, or what is wrong with it (German, for the error line).
+
+    Kept lean like `_record_problem`: a file holds several events per person.
+    """
+    if not isinstance(raw, dict):
+        return "muss eine Tabelle sein"
+    if not EVENT_FIELDS.issuperset(raw):
+        return f"unbekannter Schlüssel „{sorted(raw.keys() - EVENT_FIELDS)[0]}“"
+    kind = raw.get("kind")
+    if type(kind) is not str or (kind not in KNOWN_KINDS and not VALID_KIND.fullmatch(kind)):
+        return "kind fehlt oder ist ungültig (z. B. kind = \"confirmed\")"
+    if not isinstance(raw.get("at"), dt.datetime):
+        return "at muss Datum und Uhrzeit sein, z. B. 2026-11-01T10:00:00Z"
+    for key, value in raw.items():
+        if type(value) is str:
+            if key in EVENT_TEXTS:
+                continue
+            return f"{key} muss {'eine Zeilennummer' if key == 'line' else 'ein Datum oder Datum und Uhrzeit'} sein"
+        if key in EVENT_TEXTS:
+            return f"{key} muss Text in Anführungszeichen sein"
+        if key == "line":
+            if type(value) is not int or value < 0:
+                return "line muss eine Zeilennummer sein"
+        elif not isinstance(value, dt.date):
+            return f"{key} muss ein Datum oder Datum und Uhrzeit sein"
+        elif isinstance(value, dt.datetime) and value.tzinfo is None:
+            raw[key] = value.replace(tzinfo=dt.UTC)
+    return Event(**raw)
 
 
 @dataclass(frozen=True)
@@ -565,12 +814,15 @@ class Stats:
     by_status: dict[str, int]
     signups_by_month: dict[str, int]  # "YYYY-MM" → people who signed up that month
     erased: int
+    undated: int = 0                  # no sign-up time known (imported without one)
+    without_proof: int = 0            # still on the list, but "kein DOI-Nachweis"
 
 
 def subscriber_stats(people: SubscriberList) -> Stats:
     by_status = dict.fromkeys(STATUSES, 0)
     by_status.update(Counter(s.status for s in people))
-    months = Counter(s.subscribed_at.astimezone().strftime("%Y-%m") for s in people if s.subscribed_at)
+    months = Counter(month_of(s.subscribed_at) for s in people if s.subscribed_at)
     return Stats(total=len(people), by_status=by_status,
-                 signups_by_month=dict(sorted(months.items())), erased=len(people.suppressed))
-
+                 signups_by_month=dict(sorted(months.items())), erased=len(people.suppressed),
+                 undated=sum(1 for s in people if s.subscribed_at is None),
+                 without_proof=sum(1 for s in people if needs_fresh_confirmation(s)))

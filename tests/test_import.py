@@ -162,7 +162,7 @@ def test_import_active_confirms_pending_but_never_reactivates(store: SubscriberS
         people.set_status(people.add("bounce@example.org", status=ACTIVE), BOUNCED)
     data = b"email\npending@example.org\nweg@example.org\nbounce@example.org\nneu@example.org\n"
     report = import_csv(store, read_csv(data), status=ACTIVE)
-    assert [r.reason for r in report.updated] == ["jetzt aktiv"]
+    assert [r.reason for r in report.updated] == ["jetzt aktiv, ohne DOI-Nachweis"]
     assert [r.code for r in report.skipped] == ["unsubscribed", "bounced"]
     statuses = {p.email: p.status for p in store.load()}
     assert statuses == {"pending@example.org": ACTIVE, "weg@example.org": UNSUBSCRIBED,
@@ -229,7 +229,10 @@ def test_import_command_dry_run_and_json(ws: Workspace, store: SubscriberStore, 
                     "--source", "alte Liste", "--json")
     report = json.loads(result.stdout)
     assert report["counts"] == {"added": 2, "updated": 0, "unchanged": 0, "skipped": 0}
-    assert report["added"][0] == {"row": 1, "email": "anna@example.org", "code": "", "reason": ""}
+    assert report["added"][0] == {"row": 1, "email": "anna@example.org", "code": "", "outcome": "added",
+                                  "reason": "aktiv, ohne DOI-Nachweis", "file": str(csv_file),
+                                  "status": "active", "proof": "missing"}
+    assert report["files"][0]["format"] == "Adressliste"
     assert [p.status for p in store.active()] == [ACTIVE, ACTIVE]
     again = json.loads(invoke(runner, "subscribers", "import", str(csv_file), "--json").stdout)
     assert again["counts"]["unchanged"] == 2
@@ -282,8 +285,7 @@ def test_a_status_column_is_respected_never_reactivating_anyone(ws, runner, tmp_
                         "weg@example.org,Wim,Weg,unsubscribed\n"
                         "kaputt@example.org,Kai,Kaputt,cleaned\n"
                         "offen@example.org,Ole,Offen,pending\n"
-                        "schon@example.org,Schon,Da,unsubscribed\n"
-                        "seltsam@example.org,Sel,Sam,VIP\n", encoding="utf-8")
+                        "schon@example.org,Schon,Da,unsubscribed\n", encoding="utf-8")
     result = invoke(runner, "subscribers", "import", str(csv_file), "--status", "active", "--json")
     assert result.exit_code == 0, result.output
     people = SubscriberStore(ws.subscribers_path).load()
@@ -291,8 +293,20 @@ def test_a_status_column_is_respected_never_reactivating_anyone(ws, runner, tmp_
     assert status == {"schon@example.org": "unsubscribed", "aktiv@example.org": "active",
                       "weg@example.org": "unsubscribed", "kaputt@example.org": "bounced",
                       "offen@example.org": "pending"}
-    skipped = json.loads(result.stdout)["skipped"]
-    assert [(s["email"], s["reason"]) for s in skipped] == [("seltsam@example.org", "Status unbekannt („VIP“)")]
     again = invoke(runner, "subscribers", "import", str(csv_file), "--status", "active", "--json")
     assert {p.email: p.status for p in SubscriberStore(ws.subscribers_path).load()} == status
     assert again.exit_code == 0
+
+
+def test_an_unknown_status_stops_the_import_naming_the_line(ws, runner, tmp_path) -> None:
+    store = SubscriberStore(ws.subscribers_path)
+    store.add("schon@example.org")
+    before = store.path.read_bytes()
+    csv_file = tmp_path / "mailchimp.csv"
+    csv_file.write_text("Email Address,Member Status\naktiv@example.org,subscribed\nseltsam@example.org,VIP\n")
+    result = invoke(runner, "subscribers", "import", str(csv_file), "--status", "active")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.stderr == (f"Fehler: {csv_file}: Zeile 3, Spalte „Member Status“: Status „VIP“ ist unbekannt "
+                             "(bekannt sind z. B. subscribed, unsubscribed, cleaned, pending, aktiv, abgemeldet); "
+                             "bitte in aktiv, unbestätigt, abgemeldet oder unzustellbar ändern\n")
+    assert store.path.read_bytes() == before

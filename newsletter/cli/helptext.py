@@ -51,8 +51,8 @@ RICH_CONSTANTS = [key for key in WORDS["de"] if key.isupper()]
 # Arguments by the name of their parameter: the usage line, the help and the usage errors say these.
 ARGUMENT_NAMES: dict[str, dict[str, str]] = {
     "de": {"issue": "AUSGABE", "directory": "ORDNER", "title": "TITEL", "email": "ADRESSE",
-           "emails": "ADRESSEN", "file": "DATEI"},
-    "en": {"emails": "ADDRESSES", "email": "ADDRESS"},
+           "emails": "ADRESSEN", "file": "DATEI", "files": "DATEIEN"},
+    "en": {"emails": "ADDRESSES", "email": "ADDRESS", "files": "FILES"},
 }
 KEEPS_ITS_LINE = re.compile(r"(?:Beispiel|Example)s?:|[-*•] |\d+\. ")
 MARKUP_TAG = re.compile(r"(?<!\\)\[([a-z#/@][^\[\]]*)\]")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -11,26 +12,35 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from newsletter.cli.app import ErrorBoundary, app, confirm, current_workspace, out, print_json
+from newsletter.cli.app import ErrorBoundary, app, confirm, current_workspace, error_line, out, print_json
 from newsletter.erasure import erase_traces
 from newsletter.importer import (
     DELIMITER_NAMES,
+    FileReport,
+    ImportProblems,
     ImportReport,
+    RowResult,
     export_file,
-    import_csv,
-    read_csv_file,
+    import_tables,
+    private_file,
+    read_import_files,
     write_csv,
     write_json,
 )
+from newsletter.proof import BASIS_LABELS, RECORDED, ConsentRecord, consent_record, render_html
 from newsletter.signup import invite_pending, prune_pending
 from newsletter.subscribers import (
     ACTIVE,
     BOUNCED,
     PENDING,
+    PROOF_LABELS,
     STATUS_LABELS,
     UNSUBSCRIBED,
+    Moment,
     Subscriber,
     SubscriberStore,
+    needs_fresh_confirmation,
+    proof_of_consent,
     subscriber_stats,
 )
 
@@ -69,6 +79,7 @@ FIELD_LABELS = {
     "consent_version": "Einwilligung (Fassung)",
     "consent_text": "Einwilligungstext", "signup_ip": "IP bei Anmeldung",
     "signup_page": "Anmeldeseite", "confirm_ip": "IP bei Bestätigung", "note": "Notiz",
+    "events": "Verlauf",
 }
 
 
@@ -76,8 +87,17 @@ def _store() -> SubscriberStore:
     return SubscriberStore(current_workspace().subscribers_path)
 
 
-def _when(value: dt.datetime | None) -> str:
-    return value.astimezone().strftime("%d.%m.%Y %H:%M") if value else "–"
+def _when(value: Moment | None) -> str:
+    """A time in local time; a date an import gave without a time of day stays a date."""
+    if value is None:
+        return "–"
+    return value.astimezone().strftime("%d.%m.%Y %H:%M") if isinstance(value, dt.datetime) else f"{value:%d.%m.%Y}"
+
+
+def _day(value: Moment | None) -> str:
+    if value is None:
+        return "–"
+    return (value.astimezone() if isinstance(value, dt.datetime) else value).strftime("%d.%m.%Y")
 
 
 def _describe(person: Subscriber) -> str:
@@ -115,53 +135,89 @@ def add(
 
 @subscribers_app.command("import")
 def import_(
-    file: Path = typer.Argument(..., help="Die CSV-Datei, z. B. aus Excel oder einem anderen Newsletter-Dienst.",
-                                show_default=False),
+    files: list[Path] = typer.Argument(
+        ..., help="Eine oder mehrere CSV-Dateien oder der ZIP-Export eines Dienstes (z. B. Mailchimp).",
+        show_default=False),
     status: str = NEW_STATUS,
     source: str = typer.Option("", "--source", help="Woher die Adressen kommen (sonst „Import DATEI“)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Nur zeigen, was passieren würde; nichts speichern."),
     json_output: bool = JSON_OPTION,
 ) -> None:
-    """Importiert Adressen aus einer CSV-Datei (Komma, Semikolon oder Tab; UTF-8 oder Windows-1252).
+    """Importiert Adressen aus CSV-Dateien oder dem Export eines anderen Newsletter-Dienstes.
 
-    Die Spalten werden an der Kopfzeile erkannt (E-Mail, Name, Vorname, Nachname …); eine
-    Datei nur mit Adressen geht auch. Wer sich abgemeldet hat, unzustellbar ist oder gelöscht
-    wurde, wird nie wieder aufgenommen.
+    Erkennt die Exporte von Mailchimp (einzeln oder als ZIP), CleverReach, rapidmail, Brevo,
+    listmonk, Keila und dieses Programms sowie Tabellen aus Excel (Komma, Semikolon oder Tab;
+    UTF-8 oder Windows-1252). Anmelde- und Bestätigungszeit und IP bleiben, wie die Datei sie
+    angibt; wer dort abgemeldet, unzustellbar oder gesperrt ist, wird nie aktiv. Eine Zelle, die
+    sich nicht lesen lässt, stoppt den Import, bevor etwas gespeichert ist.
 
-    Beispiel: [bold]newsletter subscribers import kontakte.csv --dry-run[/]
+    Beispiel: [bold]newsletter subscribers import members_export.zip --dry-run[/]
     """
-    table = read_csv_file(file)
-    report = import_csv(_store(), table, status, source or f"Import {file.name}", dry_run)
+    try:
+        tables = read_import_files(files)
+    except ImportProblems as exc:
+        for line in exc.lines():
+            error_line(line)
+        raise typer.Exit(1) from None
+    report = import_tables(_store(), tables, status, source, dry_run)
     if json_output:
         print_json(report.to_json())
     else:
         _print_report(report, status)
 
 
+OUTCOME_LABELS = (("added", "neu"), ("updated", "aktualisiert"), ("unchanged", "unverändert"),
+                  ("skipped", "übersprungen"))
+
+
 def _print_report(report: ImportReport, status: str) -> None:
-    out.print(f"Gelesen: {report.filename} ({report.encoding}, {DELIMITER_NAMES[report.delimiter]}, "
-              f"{report.rows} Zeilen)", soft_wrap=True, markup=False)
+    several = len(report.files) > 1
+    for number, file in enumerate(report.files):
+        if number:
+            out.print()
+        _print_file(file)
+    for title, rows in (("Aktualisiert", report.updated), ("Übersprungen", report.skipped)):
+        if rows:
+            out.print(f"\n[bold]{title}[/]")
+            for row in rows:
+                out.print(Text(f"  {_where(row, several)}{row.email or '(leer)'}: {row.reason}"), soft_wrap=True)
+    missing = report.without_proof
+    if missing:
+        out.print(f"\n[bold]Kein DOI-Nachweis[/] ({len(missing)}): Die Datei nennt nicht beides, Anmelde- und "
+                  "Bestätigungszeit; die Einwilligung ist so nicht belegt.", soft_wrap=True)
+        for row in missing:
+            out.print(Text(f"  {_where(row, several)}{row.email} ({STATUS_LABELS[row.status]})"), soft_wrap=True)
+        out.print("Eine neue Bestätigung holt [bold]newsletter subscribers invite --without-proof[/] ein.",
+                  soft_wrap=True)
+    if report.dry_run:
+        out.print("\n[yellow]Probelauf: nichts wurde gespeichert.[/]")
+    elif any(row.status == PENDING for row in report.added) and status == PENDING:
+        out.print("\nDie neuen Einträge ohne Nachweis sind unbestätigt (pending) und bekommen noch keine Ausgaben. "
+                  "[bold]newsletter subscribers invite[/] schickt ihnen die Bestätigungsmail. Nur wenn alle "
+                  "nachweislich eingewilligt haben: mit [bold]--status aktiv[/] importieren.", soft_wrap=True)
+
+
+def _print_file(file: FileReport) -> None:
+    lines = f"{len(file.rows)} Zeile" + ("" if len(file.rows) == 1 else "n")
+    out.print(Text(f"Gelesen: {file.filename} ({file.encoding}, {DELIMITER_NAMES[file.delimiter]}, {lines})"),
+              soft_wrap=True)
+    out.print(Text(f"  Format: {file.format}"), soft_wrap=True)
     counts = Table.grid(padding=(0, 2))
     counts.add_column()
     counts.add_column(justify="right")
-    for label, rows in (("neu", report.added), ("aktualisiert", report.updated),
-                        ("unverändert", report.unchanged), ("übersprungen", report.skipped)):
-        counts.add_row(f"  {label}", str(len(rows)))
+    counts.add_column(style="dim")
+    for key, label in OUTCOME_LABELS:
+        detail = ""
+        if key == "added" and file.of("added"):
+            by_status = file.added_by_status()
+            detail = ", ".join(f"{STATUS_LABELS[s]} {by_status[s]}" for s in (ACTIVE, PENDING, UNSUBSCRIBED, BOUNCED)
+                               if by_status[s])
+        counts.add_row(f"  {label}", str(file.counts()[key]), detail)
     out.print(counts)
-    if report.updated:
-        out.print("\n[bold]Aktualisiert[/]")
-        for row in report.updated:
-            out.print(Text(f"  Zeile {row.row}: {row.email}: {row.reason}"), soft_wrap=True)
-    if report.skipped:
-        out.print("\n[bold]Übersprungen[/]")
-        for row in report.skipped:
-            out.print(Text(f"  Zeile {row.row}: {row.email or '(leer)'}: {row.reason}"), soft_wrap=True)
-    if report.dry_run:
-        out.print("\n[yellow]Probelauf: nichts wurde gespeichert.[/]")
-    elif report.added and status == PENDING:
-        out.print("\nDie neuen Einträge sind unbestätigt (pending) und bekommen noch keine Ausgaben. "
-                  "[bold]newsletter subscribers invite[/] schickt ihnen die Bestätigungsmail. Nur wenn alle "
-                  "nachweislich eingewilligt haben: mit [bold]--status aktiv[/] importieren.", soft_wrap=True)
+
+
+def _where(row: RowResult, several: bool) -> str:
+    return f"{Path(row.file).name}, Zeile {row.row}: " if several else f"Zeile {row.row}: "
 
 
 @subscribers_app.command("list")
@@ -188,8 +244,7 @@ def list_(
     table.add_column("Status")
     table.add_column("angemeldet", no_wrap=True)
     for person in people:
-        subscribed = person.subscribed_at.astimezone().strftime("%d.%m.%Y") if person.subscribed_at else "–"
-        table.add_row(Text(person.email), Text(person.name), STATUS_LABELS[person.status], subscribed)
+        table.add_row(Text(person.email), Text(person.name), STATUS_LABELS[person.status], _day(person.subscribed_at))
     out.print(table)
     out.print(f"{len(people)} Einträge")
 
@@ -210,6 +265,8 @@ def show(email: str = EMAIL_ARG, json_output: bool = JSON_OPTION) -> None:
     record = person.to_json()
     for key, label in FIELD_LABELS.items():
         value = record[key]
+        if key == "events":
+            continue
         if key == "status":
             shown = f"{value} ({STATUS_LABELS[value]})"
         elif key.endswith("_at"):
@@ -217,7 +274,15 @@ def show(email: str = EMAIL_ARG, json_output: bool = JSON_OPTION) -> None:
         else:
             shown = value or "–"
         grid.add_row(label, Text(shown))
+    grid.add_row("Nachweis", Text(PROOF_LABELS[proof_of_consent(person)]))
     out.print(grid)
+    consent = consent_record(person)
+    if consent.entries:
+        out.print()
+        out.print(Text.assemble((FIELD_LABELS["events"], "bold"),
+                                f" (ausführlich: newsletter subscribers proof {person.email})"), soft_wrap=True)
+        for entry in consent.entries:
+            out.print(Text(f"  {entry.when}  {entry.title}"), soft_wrap=True)
 
 
 @subscribers_app.command()
@@ -296,7 +361,8 @@ def stats(json_output: bool = JSON_OPTION) -> None:
     numbers = subscriber_stats(_store().load())
     if json_output:
         print_json({"total": numbers.total, "by_status": numbers.by_status,
-                    "signups_by_month": numbers.signups_by_month, "erased": numbers.erased})
+                    "signups_by_month": numbers.signups_by_month, "erased": numbers.erased,
+                    "undated": numbers.undated, "without_proof": numbers.without_proof})
         return
     grid = Table.grid(padding=(0, 2))
     grid.add_column()
@@ -306,6 +372,10 @@ def stats(json_output: bool = JSON_OPTION) -> None:
         grid.add_row(f"  {STATUS_LABELS[status]}", str(count))
     if numbers.erased:
         grid.add_row("gelöscht (nur Prüfwert)", str(numbers.erased))
+    if numbers.without_proof:
+        grid.add_row("kein DOI-Nachweis", str(numbers.without_proof))
+    if numbers.undated:
+        grid.add_row("ohne Anmeldedatum", str(numbers.undated))
     out.print(grid)
     if numbers.signups_by_month:
         months = Table("Monat", "Anmeldungen", show_edge=False, pad_edge=False)
@@ -318,30 +388,105 @@ def stats(json_output: bool = JSON_OPTION) -> None:
 @subscribers_app.command()
 def invite(
     emails: list[str] = typer.Argument(None, help="Diese Adressen (sonst alle unbestätigten).", show_default=False),
+    without_proof: bool = typer.Option(
+        False, "--without-proof",
+        help="Alle mit „kein DOI-Nachweis“ (importiert ohne Anmelde- und Bestätigungszeit), auch aktive."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Nicht nachfragen (für Skripte)."),
 ) -> None:
     """Schickt unbestätigten Personen die Bestätigungsmail (Double-Opt-in).
 
     Für Menschen, die du mit `add` oder `import` eingetragen hast: Erst wenn sie den Link
-    bestätigen, bekommen sie Ausgaben. Wer nach [web] confirm_days Tagen nicht bestätigt hat,
-    wird von `prune` entfernt.
+    bestätigen, bekommen sie Ausgaben. Wer nach \\[web] confirm_days Tagen nicht bestätigt hat,
+    wird von `prune` entfernt. Mit --without-proof bekommen genau die Personen ohne
+    DOI-Nachweis eine neue Bestätigungsmail; ihr Klick wird als Nachweis gespeichert.
 
-    Beispiel: [bold]newsletter subscribers invite anna@example.org[/]
+    Beispiel: [bold]newsletter subscribers invite --without-proof[/]
     """
     workspace = current_workspace()
     people = SubscriberStore(workspace.subscribers_path).load()
-    count = len(emails) if emails else sum(1 for p in people if p.status == PENDING)
+    if emails:
+        count = len(emails)
+    elif without_proof:
+        count = sum(1 for p in people if needs_fresh_confirmation(p))
+    else:
+        count = sum(1 for p in people if p.status == PENDING)
     if count == 0:
-        out.print("Niemand ist unbestätigt; keine Mail gesendet.")
+        out.print("Niemand ohne DOI-Nachweis; keine Mail gesendet." if without_proof
+                  else "Niemand ist unbestätigt; keine Mail gesendet.")
         return
-    if not confirm(f"Bestätigungsmail an {count} Person(en) senden?", yes):
+    whom = "Person(en) ohne DOI-Nachweis" if without_proof and not emails else "Person(en)"
+    if not confirm(f"Bestätigungsmail an {count} {whom} senden?", yes):
         out.print("Nichts gesendet.")
         raise typer.Exit(1)
-    sent = invite_pending(workspace, emails or None)
+    sent = invite_pending(workspace, emails or None, without_proof=without_proof)
     for email in sent:
         out.print(Text(f"  Bestätigungsmail an {email}"), soft_wrap=True)
     out.print(f"{len(sent)} Bestätigungsmail(s) gesendet; der Link gilt "
               f"{workspace.config.web.confirm_days} Tage.", soft_wrap=True)
+
+
+@subscribers_app.command()
+def proof(
+    email: str = EMAIL_ARG,
+    json_output: bool = typer.Option(False, "--json", help="Als JSON (für Skripte oder zum Aufbewahren)."),
+    out_file: Path | None = typer.Option(
+        None, "--out", help="In eine Datei: eine druckbare HTML-Seite (oder JSON, wenn sie auf .json endet).",
+        show_default=False),
+    force: bool = typer.Option(False, "--force", help="Eine vorhandene Datei überschreiben."),
+) -> None:
+    """Nachweis der Einwilligung einer Person: Anmeldung, Bestätigung, Abmeldung, mit Zeit und IP.
+
+    Zeigt jedes gespeicherte Ereignis mit dem genauen Einwilligungstext und seiner Fassung, die
+    Bestätigungsmails mit ihrer Message-ID und was eine Importdatei über früher angibt. Mit
+    --out entsteht eine Seite, die du ausdrucken oder einer Aufsichtsbehörde schicken kannst.
+
+    Beispiel: [bold]newsletter subscribers proof anna@example.org --out nachweis-anna.html[/]
+    """
+    workspace = current_workspace()
+    record = consent_record(SubscriberStore(workspace.subscribers_path).load().require(email))
+    if out_file is not None:
+        as_json = out_file.suffix.lower() == ".json"
+        with private_file(out_file, overwrite=force) as stream:
+            if as_json:
+                json.dump(record.to_json(), stream, ensure_ascii=False, indent=2)
+                stream.write("\n")
+            else:
+                stream.write(render_html(record, workspace))
+        if not json_output:
+            out.print(Text(f"Nachweis für {record.email} nach {out_file} geschrieben "
+                           f"({'JSON' if as_json else 'HTML, zum Drucken'}); die Datei enthält "
+                           "personenbezogene Daten und ist nur für dich lesbar."), soft_wrap=True)
+            return
+    if json_output:
+        print_json(record.to_json())
+        return
+    _print_proof(record)
+
+
+def _print_proof(record: ConsentRecord) -> None:
+    out.print(Text(f"Nachweis der Einwilligung: {record.email}", style="bold"), soft_wrap=True)
+    facts = Table.grid(padding=(0, 2))
+    facts.add_column(style="dim")
+    facts.add_column(overflow="fold")
+    for label, value in (("Name", record.name), ("Status", record.status_label), ("Nachweis", record.proof_label),
+                         ("Kennung", record.id)):
+        if value:
+            facts.add_row(label, Text(value))
+    out.print(facts)
+    out.print(Text(record.summary, style="green" if record.proof == "doi" else "yellow"), soft_wrap=True)
+    if not record.entries:
+        out.print("\nZu dieser Person ist kein Ereignis gespeichert.")
+        return
+    # One event per paragraph, never cut into columns: a Message-ID or a consent text stays whole.
+    for entry in record.entries:
+        line = Text.assemble((entry.when, "bold"), "  ", (entry.title, "bold"))
+        if entry.basis != RECORDED:
+            line.append(f" ({BASIS_LABELS[entry.basis]})", style="dim")
+        out.print()
+        out.print(line, soft_wrap=True)
+        for label, value in entry.details:
+            out.print(Text.assemble("    ", (f"{label}: ", "dim"),
+                                    f"„{value}“" if label == "Einwilligungstext" else value), soft_wrap=True)
 
 
 @subscribers_app.command()
