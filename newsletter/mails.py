@@ -10,7 +10,6 @@ from __future__ import annotations
 import secrets
 import tomllib
 from dataclasses import dataclass
-from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import formatdate
@@ -22,7 +21,8 @@ from markdown_it.tree import SyntaxTreeNode
 
 from newsletter.config import toml_error_text
 from newsletter.errors import NewsletterError
-from newsletter.message import _list_id_phrase, ascii_address
+from newsletter.headers import encode_text
+from newsletter.message import address_header, ascii_address, list_id_value
 from newsletter.render import PlainText, inline_css, markdown
 from newsletter.texts import texts
 from newsletter.workspace import Workspace
@@ -113,17 +113,18 @@ def compose(workspace: Workspace, to: str, subject: str, body: str, unsubscribe_
     sender = ascii_address(nl.from_email)
     domain = sender.rpartition("@")[2]
     message = EmailMessage(policy=POLICY)
-    # Address objects: the policy RFC 2047-encodes the display name and leaves the address as it is.
-    message["From"] = Address(display_name=nl.from_name, addr_spec=sender)
-    message["To"] = Address(addr_spec=ascii_address(to))
+    # Written raw by our own encoder, as MessageFactory writes them: the policy's folder
+    # loses or doubles spaces next to encoded words (newsletter.headers).
+    message.set_raw("From", address_header(nl.from_name, sender, "From"))
+    message.set_raw("To", address_header("", to))
     if nl.reply_to:
-        message["Reply-To"] = Address(addr_spec=ascii_address(nl.reply_to))
-    message["Subject"] = subject
+        message.set_raw("Reply-To", address_header("", nl.reply_to, "Reply-To"))
+    message.set_raw("Subject", encode_text(subject, "Subject"))
     message["Date"] = formatdate(localtime=True)
     message["Message-ID"] = f"<{secrets.token_hex(12)}@{domain}>"
     message["Auto-Submitted"] = "auto-generated"  # RFC 3834: no vacation replies to this
     if unsubscribe_url:  # as MessageFactory writes them: one line each, never encoded
-        message["List-Id"] = f"{_list_id_phrase(nl.name)} <{config.list_id}>"
+        message.set_raw("List-Id", list_id_value(nl.name, config.list_id))
         message.set_raw("List-Unsubscribe", f"<{unsubscribe_url}>, <mailto:{sender}?subject=unsubscribe>")
         message.set_raw("List-Unsubscribe-Post", "List-Unsubscribe=One-Click")
     message.set_content(text, charset="utf-8", cte="quoted-printable")
