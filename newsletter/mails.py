@@ -13,10 +13,10 @@ import re
 import secrets
 import tomllib
 from dataclasses import dataclass
-from pathlib import Path
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import formatdate
+from pathlib import Path
 from typing import Any
 
 import jinja2
@@ -27,7 +27,7 @@ from newsletter.config import toml_error_text
 from newsletter.errors import NewsletterError
 from newsletter.headers import encode_text
 from newsletter.message import address_header, ascii_address, list_id_value
-from newsletter.render import PlainText, mjml_to_html, markdown
+from newsletter.render import PlainText, markdown, mjml_to_html
 from newsletter.texts import texts
 from newsletter.workspace import Workspace, default_templates_dir
 
@@ -47,8 +47,8 @@ def mail_design(workspace: Workspace) -> jinja2.Template:
     if template.filename and re.search(r"\bmail\b", Path(template.filename).read_text(encoding="utf-8")):
         return template
     shipped = jinja2.Environment(loader=jinja2.FileSystemLoader(default_templates_dir()),
-                                 autoescape=workspace.templates.autoescape, undefined=jinja2.StrictUndefined,
-                                 keep_trailing_newline=True)
+                                 autoescape=jinja2.select_autoescape(["html", "mjml", "xml"]),
+                                 undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     return shipped.get_template("newsletter.mjml")
 
 

@@ -172,7 +172,7 @@ def sized_images(html: str) -> str:
         own = re.search(NUMBER_ATTR.format(name="width"), tag, re.I)
         styled = re.search(r"[\s;\"']width\s*:\s*(\d+)px", tag, re.I)
         width = min([COLUMN_WIDTH, *(int(m.group(1)) for m in (own, styled) if m)])
-        keep_height = bool(own) and int(own.group(1)) == width
+        keep_height = own is not None and int(own.group(1)) == width
         tag = re.sub(r'\s(?:width|height)="[^"]*"', "", tag, flags=re.I) if not keep_height \
             else re.sub(r'\s(?:width="[^"]*"|height="(?!\d+")[^"]*")', "", tag, flags=re.I)
         return re.sub(r"\s*/?>$", lambda end: f' width="{width}"{end.group(0)}', tag, count=1)
@@ -190,6 +190,9 @@ def inline_css(html: str) -> str:
         allow_network=False,
         allow_loading_external_files=False,
         disable_validation=True,
+        # premailer would turn CSS "height: auto" into height="auto" (no number, so invalid,
+        # and over the author's own height); MJML writes the heights tables need itself.
+        disable_basic_attributes=["height"],
         cssutils_logging_level=logging.CRITICAL,
     ).transform()
     # premailer drops the doctype; without it clients fall back to quirks mode.

@@ -9,13 +9,12 @@ from email.utils import parseaddr
 from pathlib import Path
 
 import pytest
-from conftest import invoke
+from example_mail import all_mail
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from newsletter.headers import MAX_LINE, MAX_WORD, address, encode_text, encoded_word, normalize_name
 from newsletter.issue import parse_issue
-from newsletter.mails import CONFIRM_MAIL, WELCOME_MAIL, build_mail
 from newsletter.message import MessageFactory, Recipient
 from newsletter.render import render_issue
 from newsletter.workspace import Workspace
@@ -164,25 +163,6 @@ def test_the_audit_cases_read_right() -> None:
     name = "Schwarzenberg-Höß Jürgen Björn Sören Ümit Müller-Lüdenscheidt"
     [word] = EW.findall(address(name, "a@example.org", "To"))  # one word: never "Schwar zenberg"
     assert str(make_header(decode_header(word))) == name
-
-
-def all_mail(root: Path, runner) -> dict[str, bytes]:
-    """Every message the example workspace produces: each issue to everyone, a test copy, the two single mails."""
-    ws = Workspace(root)
-    found: dict[str, bytes] = {}
-    for path in sorted(ws.issues_dir.glob("*.md")):
-        assert invoke(runner, "--workspace", str(root), "send", str(path), "--yes").exit_code == 0
-        assert invoke(runner, "--workspace", str(root), "send", str(path), "--test", "mira@example.org").exit_code == 0
-        for eml in sorted((ws.outbox_dir / path.stem).glob("*.eml")):
-            found[f"{path.stem}/{eml.name}"] = eml.read_bytes()
-        found[f"{path.stem}/test"] = (ws.outbox_dir / "test" / "mira@example.org.eml").read_bytes()
-    base = ws.config.base_url
-    found["confirm"] = build_mail(ws, CONFIRM_MAIL, "anna@example.org",
-                                  {"confirm_url": f"{base}/c/{'x' * 60}", "confirm_days": 7}).data
-    leave = f"{base}/u/{'y' * 40}"
-    found["welcome"] = build_mail(ws, WELCOME_MAIL, "anna@example.org", {"unsubscribe_url": leave},
-                                  unsubscribe_url=leave).data
-    return found
 
 
 def test_every_mail_of_the_example_workspace_parses_without_defects(example_workspace: Path, runner) -> None:
