@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from newsletter.doctor import doctor_hint
 from newsletter.errors import IssueError
 from newsletter.issue import Issue
 from newsletter.merge import recipient_values
@@ -66,6 +67,8 @@ def check_issue(workspace: Workspace, issue: Issue) -> CheckReport:
     elif not config.base_url.startswith("https://"):
         error("[newsletter] base_url muss mit https:// beginnen (Ein-Klick-Abmeldung nach RFC 8058)",
               str(config.path))
+    if hint := doctor_hint(config, workspace.state_dir):
+        warn(hint, "newsletter doctor")
 
     _, _, problems = protect_fields(issue)
     for problem in problems:

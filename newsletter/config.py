@@ -91,12 +91,20 @@ class WebSettings:
 
 
 @dataclass(frozen=True)
+class DoctorSettings:
+    """[doctor]: what `newsletter doctor` cannot guess, such as the DKIM selectors her provider signs with."""
+
+    dkim_selectors: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     newsletter: NewsletterSettings
     imprint: Imprint
     smtp: SmtpSettings
     web: WebSettings
+    doctor: DoctorSettings = field(default_factory=DoctorSettings)
 
     @property
     def list_id(self) -> str:
@@ -113,6 +121,7 @@ SECTIONS: dict[str, type] = {
     "imprint": Imprint,
     "smtp": SmtpSettings,
     "web": WebSettings,
+    "doctor": DoctorSettings,
 }
 
 _RATE_UNITS = {

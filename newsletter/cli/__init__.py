@@ -2,7 +2,7 @@
 
 import gc
 
-from newsletter.cli import archive, issues, send, subscribers, web  # noqa: F401 - registers the commands
+from newsletter.cli import archive, doctor, issues, send, subscribers, web  # noqa: F401 - registers the commands
 from newsletter.cli.app import app
 
 
