@@ -291,14 +291,36 @@ def _split_long(text: str) -> list[str]:
     return [*parts, current] if current else parts
 
 
+def _one_line(name: str) -> str:
+    """Atoms and one encoded word per run, joined by spaces: the phrase when it fits a line."""
+    pieces: list[str] = []
+    run: list[str] = []
+    for word in name.split(" "):
+        if _PLAIN_PHRASE.fullmatch(word) and "=?" not in word:
+            if run:
+                pieces.append(encoded_word(" ".join(run), phrase=True))
+                run = []
+            pieces.append(word)
+        else:
+            run.append(word)
+    if run:
+        pieces.append(encoded_word(" ".join(run), phrase=True))
+    return " ".join(pieces)
+
+
 def address(name: str, addr_spec: str, header_name: str) -> str:
     """`Name <address>` as a header value: only the name is quoted or encoded, never the address."""
     name = normalize_name(name)
     if not name:
         return addr_spec
-    if name.isascii() and _ATOMS.fullmatch(name) and "=?" not in name \
-            and len(header_name) + 2 + len(name) + 3 + len(addr_spec) <= MAX_LINE:
-        return f"{name} <{addr_spec}>"  # the common case, without building anything
+    room = MAX_LINE - len(header_name) - 2 - len(addr_spec) - 3
+    if name.isascii() and "=?" not in name:
+        if _ATOMS.fullmatch(name) and len(name) <= room:
+            return f"{name} <{addr_spec}>"  # the common case, without building anything
+    else:
+        phrase = _one_line(name)  # a typical name with umlauts: one encoded word, one line
+        if len(phrase) <= room:
+            return f"{phrase} <{addr_spec}>"
     line = _Line(len(header_name) + 2)
     _place_phrase(line, name)
     line.place(f"<{addr_spec}>")
