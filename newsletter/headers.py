@@ -203,7 +203,10 @@ def _place_run(line: _Line, run: str) -> None:
         elif line.separate:
             line.fold()  # the next word fits on a fresh line
         else:  # a word longer than an encoded word holds: cut it between characters
-            cut = _longest_fit(segments[i], room)
+            word = segments[i].removesuffix(" ")
+            fits = len(word) < len(segments[i]) and _word_length(
+                _q_cost(word.encode(), _Q_TEXT), len(word.encode())) <= room
+            cut = len(word) if fits else _longest_fit(segments[i], room)  # else its space goes on
             line.place(encoded_word(segments[i][:cut]))
             segments[i] = segments[i][cut:]
             costs[i] = (_q_cost(segments[i].encode(), _Q_TEXT), len(segments[i].encode()))
