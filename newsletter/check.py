@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from newsletter import prose
+from newsletter.doctor import doctor_hint
 from newsletter.errors import IssueError
 from newsletter.issue import FENCE, Issue
 from newsletter.merge import ANY_FIELD, FIELD, Slot, is_title, recipient_values
@@ -92,6 +93,8 @@ def check_issue(workspace: Workspace, issue: Issue) -> CheckReport:
     for line, text in _skeleton_lines(workspace, issue):
         error(f"„{_snippet(text)}“ ist noch der Platzhaltertext aus `newsletter new`: durch deinen eigenen "
               "Text ersetzen oder löschen", issue.where(line))
+    if hint := doctor_hint(config, workspace.state_dir):
+        warn(hint, "newsletter doctor")
 
     table, body, problems = protect_fields(issue)
     for problem in problems:

@@ -121,6 +121,13 @@ class WebSettings:
 
 
 @dataclass(frozen=True)
+class DoctorSettings:
+    """[doctor]: what `newsletter doctor` cannot guess, such as the DKIM selectors her provider signs with."""
+
+    dkim_selectors: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     newsletter: NewsletterSettings
@@ -128,6 +135,7 @@ class Config:
     smtp: SmtpSettings
     web: WebSettings
     imap: ImapSettings = field(default_factory=ImapSettings)
+    doctor: DoctorSettings = field(default_factory=DoctorSettings)
 
     @property
     def list_id(self) -> str:
@@ -145,6 +153,7 @@ SECTIONS: dict[str, type] = {
     "smtp": SmtpSettings,
     "web": WebSettings,
     "imap": ImapSettings,
+    "doctor": DoctorSettings,
 }
 
 _RATE_UNITS = {

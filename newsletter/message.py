@@ -10,7 +10,6 @@ no line can exceed 76 bytes whatever the value's length. The bytes decode to exa
 from __future__ import annotations
 
 import binascii
-import email.policy
 import hashlib
 import hmac
 import html
@@ -18,20 +17,18 @@ import re
 import secrets
 import time
 from dataclasses import dataclass
-from email.charset import Charset
-from email.header import Header
-from email.utils import formataddr, formatdate
+from email.utils import formatdate
 
 import idna
 
 from newsletter.config import Config
+from newsletter.headers import address, encode_phrase, encode_text
 from newsletter.merge import Slot, recipient_values
 from newsletter.render import RenderedIssue
 from newsletter.tokens import unsubscribe_url
 
 CRLF = b"\r\n"
 MAX_LINE = 76
-UTF8 = Charset("utf-8")
 
 
 @dataclass(frozen=True)
@@ -86,21 +83,29 @@ def ascii_address(address: str) -> str:
     return f"{local}@{ascii_domain(domain)}"
 
 
-def encoded_phrase(text: str, header_name: str) -> str:
-    """A display name as a header phrase: plain or quoted when ASCII, else RFC 2047 words of ≤ 75 characters."""
-    if text.isascii() and "=?" not in text:
-        return formataddr((text, "x@x")).rpartition(" <")[0]
-    word = UTF8.header_encode(text)  # one word, Q or B as Header would choose, 8× faster than Header
-    if len(header_name) + 2 + len(word) <= 78:
-        return word
-    return Header(text, "utf-8", header_name=header_name).encode(linesep="\r\n")
-
-
-def address_header(name: str, address: str, header_name: str = "To") -> str:
+def address_header(name: str, address_spec: str, header_name: str = "To") -> str:
     """`Name <address>`: only the display name is quoted or RFC 2047-encoded, never the address."""
-    if not name:
-        return ascii_address(address)
-    return f"{encoded_phrase(name, header_name)} <{ascii_address(address)}>"
+    return address(name, ascii_address(address_spec), header_name)
+
+
+def subject_header(subject: str) -> str:
+    """The Subject line, RFC 2047-encoded where needed and folded between words (newsletter.headers)."""
+    return "Subject: " + encode_text(subject, "Subject")
+
+
+def list_id_value(name: str, list_id: str) -> str:
+    """The List-Id: a quoted name when ASCII, else atoms and encoded words (never inside quotes)."""
+    if name.isascii() and "=?" not in name:
+        phrase = '"' + " ".join(name.replace("\\", "").replace('"', "").split()) + '"'
+    else:
+        phrase = encode_phrase(name, "List-Id")
+    last = phrase.rpartition("\n")[2] if "\n" in phrase else "List-Id: " + phrase
+    return f"{phrase}{_space(len(last) + 1 + len(list_id) + 2)}<{list_id}>"
+
+
+def _space(line_length: int) -> str:
+    """The space before the next item of a structured header, folded if the line would pass 78."""
+    return " " if line_length <= 78 else "\r\n "
 
 
 class MessageFactory:
@@ -120,15 +125,17 @@ class MessageFactory:
         self.mailto = f"mailto:{self.envelope_from}?subject=unsubscribe"
         self.boundary = "=_" + secrets.token_hex(16)
         self._date_cache = (-1, "")
+        # Where the Message-ID does not fit after its name, it goes on a line of its own.
+        self._id_space = _space(len("Message-ID: ") + len(self.message_id(Recipient("x" * 40, ""))))
         subject = f"{subject_prefix} {rendered.issue.subject}".strip()
         head = [
             "From: " + address_header(nl.from_name, nl.from_email, "From"),
             *(["Reply-To: " + address_header("", nl.reply_to, "Reply-To")] if nl.reply_to else []),
-            fold("Subject", subject),
-            f"List-Id: {_list_id_phrase(nl.name)} <{config.list_id}>",
+            subject_header(subject),
+            "List-Id: " + list_id_value(nl.name, config.list_id),
             "List-Unsubscribe-Post: List-Unsubscribe=One-Click",
             "MIME-Version: 1.0",
-            f'Content-Type: multipart/alternative; boundary="{self.boundary}"',
+            'Content-Type: multipart/alternative;\r\n boundary="' + self.boundary + '"',
         ]
         self.head = ("\r\n".join(head) + "\r\n").encode("ascii")
         part = "--{b}\r\nContent-Type: text/{kind}; charset=\"utf-8\"\r\n" \
@@ -167,7 +174,7 @@ class MessageFactory:
         head = (
             f"To: {address_header(recipient.name, recipient.email)}\r\n"
             f"Date: {self._date(date)}\r\n"
-            f"Message-ID: {message_id}\r\n"
+            f"Message-ID:{self._id_space}{message_id}\r\n"
             f"List-Unsubscribe: <{unsubscribe}>, <{self.mailto}>\r\n"
         ).encode("ascii")
         data = b"".join((
@@ -178,19 +185,6 @@ class MessageFactory:
             self.close,
         ))
         return OutgoingMessage(recipient, to, message_id, data)
-
-
-def fold(name: str, value: str) -> str:
-    """A header as EmailMessage would write it: RFC 2047 where needed, folded at 78."""
-    policy = email.policy.SMTP
-    return policy.header_factory(name, value).fold(policy=policy).rstrip("\r\n")
-
-
-def _list_id_phrase(name: str) -> str:
-    """The List-Id's human part: a quoted string when ASCII, else encoded words (never inside quotes)."""
-    if name.isascii() and "=?" not in name:
-        return '"' + name.replace("\\", "").replace('"', "") + '"'
-    return Header(name, "utf-8", header_name="List-Id").encode(linesep="\r\n")
 
 
 REQUIRED_HEADERS = (b"From", b"To", b"Subject", b"Date", b"Message-ID", b"List-Id",

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from urllib.parse import urlsplit
 
+import jinja2
 import markupsafe
 from markdown_it import MarkdownIt
 from markdown_it.tree import SyntaxTreeNode
@@ -30,6 +31,8 @@ from newsletter.workspace import Workspace
 QUOTES = {"de": "„“‚‘", "en": "“”‘’"}
 TEXT_WIDTH = 72
 DOCTYPE = "<!doctype html>"
+# The text column of templates/newsletter.mjml: 600 px wide, 32 px padding on either side.
+COLUMN_WIDTH = 536
 
 
 def markdown(language: str) -> MarkdownIt:
@@ -133,21 +136,49 @@ def template_context(config: Config, issue: Issue, unsubscribe_url: str, web_url
     return {
         "newsletter": nl, "imprint": config.imprint, "issue": issue, "t": words,
         "subject": issue.subject, "preheader": issue.preheader, "why": why,
-        "unsubscribe_url": unsubscribe_url, "web_url": web_url, "language": nl.language,
+        "unsubscribe_url": unsubscribe_url, "web_url": web_url, "language": nl.language, "mail": False,
     }
 
 
-def mjml_to_html(workspace: Workspace, context: dict, inline: bool = True) -> str:
+def mjml_to_html(workspace: Workspace, context: dict, inline: bool = True,
+                 template: jinja2.Template | None = None) -> str:
     """Jinja2 → MJML → HTML, then premailer inlines the CSS the way email clients need it.
 
     A web page (inline=False) keeps its <style> block as it is: browsers need no inlining.
     """
-    mjml_source = workspace.templates.get_template("newsletter.mjml").render(**context)
+    template = template or workspace.templates.get_template("newsletter.mjml")
+    mjml_source = template.render(**context)
     try:
         html = mjml2html(mjml_source, fonts={})
     except Exception as exc:  # noqa: BLE001 - mjml-python raises plain exceptions
         raise IssueError(f"templates/newsletter.mjml: MJML-Fehler: {exc}") from None
-    return inline_css(html) if inline else html
+    return sized_images(inline_css(html) if inline else html)
+
+
+IMG_TAG = re.compile(r"<img\b[^>]*>", re.I)
+NUMBER_ATTR = r'\s{name}="?(\d+)(?:px)?"?(?=[\s/>])'
+
+
+def sized_images(html: str) -> str:
+    """Every <img> gets a numeric width: its own if the author gave a smaller one, else the column.
+
+    Outlook for Windows ignores CSS sizes and shows a photo at its full pixel width; it needs
+    the width attribute. A height only stays when the width stayed (else the photo distorts),
+    and premailer's height="auto" (not a number, so invalid) goes. Without a width of her own,
+    an image gets the column's, so a small one (a logo) wants `<img … width="120">`.
+    """
+    def fix(match: re.Match[str]) -> str:
+        tag = match.group(0)
+        own = re.search(NUMBER_ATTR.format(name="width"), tag, re.I)
+        styled = re.search(r"[\s;\"']width\s*:\s*(\d+)px", tag, re.I)
+        width = min([COLUMN_WIDTH, *(int(m.group(1)) for m in (own, styled) if m)])
+        keep_height = own is not None and int(own.group(1)) == width
+        tag = re.sub(r'\s(?:width|height)="[^"]*"', "", tag, flags=re.I) if not keep_height \
+            else re.sub(r'\s(?:width="[^"]*"|height="(?!\d+")[^"]*")', "", tag, flags=re.I)
+        return re.sub(r"\s*/?>$", lambda end: f' width="{width}"{end.group(0)}', tag, count=1)
+
+    # premailer turns CSS "auto" into attributes too (on the button's table): not a size at all
+    return re.sub(r'(<[a-z]+\b[^>]*?)\s(?:width|height)="auto"', r"\1", IMG_TAG.sub(fix, html))
 
 
 def inline_css(html: str) -> str:
@@ -159,6 +190,9 @@ def inline_css(html: str) -> str:
         allow_network=False,
         allow_loading_external_files=False,
         disable_validation=True,
+        # premailer would turn CSS "height: auto" into height="auto" (no number, so invalid,
+        # and over the author's own height); MJML writes the heights tables need itself.
+        disable_basic_attributes=["height"],
         cssutils_logging_level=logging.CRITICAL,
     ).transform()
     # premailer drops the doctype; without it clients fall back to quirks mode.

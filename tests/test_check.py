@@ -17,6 +17,13 @@ from newsletter.merge import recipient_values
 from newsletter.render import render_issue
 from newsletter.workspace import Workspace, init_workspace
 
+
+@pytest.fixture(autouse=True)
+def _doctor_ran_fine(ws: Workspace) -> None:
+    """These tests are about the author's text: her sender's DNS was checked and found fine."""
+    ws.state_dir.mkdir(parents=True, exist_ok=True)
+    (ws.state_dir / "doctor.json").write_text('{"domain": "praxis.example.org", "smtp_host": "", "errors": 0}')
+
 # A blog article pasted as it comes from a website: one paragraph per line, headings as plain
 # lines, "- " lists directly followed by text, an address in square brackets.
 ARTICLE = """\

@@ -2,7 +2,7 @@
 
 import gc
 
-from newsletter.cli import archive, inbox, issues, send, subscribers, web  # noqa: F401 - registers the commands
+from newsletter.cli import archive, doctor, inbox, issues, send, subscribers, web  # noqa: F401 - registers the commands
 from newsletter.cli.app import app
 
 
