@@ -38,7 +38,20 @@ from newsletter.errors import NewsletterError
 from newsletter.journal import Row, SendJournal, journals
 from newsletter.message import ascii_domain
 from newsletter.returns import Failure, Kind, Ours, Returned, classify
-from newsletter.subscribers import ACTIVE, BOUNCED, UNSUBSCRIBED, SubscriberList, SubscriberStore, email_key
+from newsletter.subscribers import (
+    ACTIVE,
+    BOUNCE,
+    BOUNCED,
+    BOUNCED_EVENT,
+    PENDING,
+    UNSUBSCRIBED,
+    UNSUBSCRIBED_EVENT,
+    Event,
+    SubscriberList,
+    SubscriberStore,
+    email_key,
+    now,
+)
 from newsletter.tokens import verify_token
 from newsletter.transport import ask_password, tls_context
 from newsletter.workspace import Workspace
@@ -427,7 +440,7 @@ class Actor:
         self.store = SubscriberStore(workspace.subscribers_path)
         self.limit = workspace.config.imap.soft_bounce_limit
         self.bounces: list[tuple[Sent, str, str, str]] = []     # (row, severity, status, diagnostic)
-        self.statuses: list[tuple[str, str, str]] = []          # (subscriber id, address, new status)
+        self.statuses: list[tuple[str, str, Event]] = []        # (subscriber id, address, what happened)
         self.soft: dict[str, set[Path]] = {}                     # subscriber id -> journals with a soft bounce
         self._people: SubscriberList | None = None
 
@@ -443,7 +456,8 @@ class Actor:
             person = self._complainant(found)
             if person is None:
                 return Handled(uid, Outcome.UNMATCHED, note="Beschwerde ohne Bezug zu einem Versand")
-            self.statuses.append((person[0], person[1], UNSUBSCRIBED))
+            self.statuses.append((person[0], person[1], Event(UNSUBSCRIBED_EVENT, now(),
+                                                               source="Beschwerde über Spam (Postfach)")))
             return Handled(uid, Outcome.COMPLAINT, address=person[1])
         if found.kind is Kind.UNSUBSCRIBE:
             return self._unsubscribe(uid, found)
@@ -464,15 +478,18 @@ class Actor:
             self.bounces.append((sent, severity, failure.status, failure.diagnostic))
             row = sent.row
             if severity == "hard":
-                self.statuses.append((row.subscriber_id, row.email, BOUNCED))
                 result = Outcome.BOUNCED
             elif severity == "policy":
                 result = Outcome.POLICY
             else:
                 self.soft.setdefault(row.subscriber_id, set()).add(sent.journal)
                 result = Outcome.SOFT_LIMIT if self._soft_limit_reached(row) else Outcome.SOFT
-                if result is Outcome.SOFT_LIMIT:
-                    self.statuses.append((row.subscriber_id, row.email, BOUNCED))
+            kind = BOUNCED_EVENT if result in (Outcome.BOUNCED, Outcome.SOFT_LIMIT) else BOUNCE
+            note = {Outcome.SOFT_LIMIT: f"vorübergehend, {self.limit} Ausgaben in Folge", Outcome.SOFT: "vorübergehend",
+                    Outcome.POLICY: "Ablehnung des Versands, nicht der Person"}.get(result, "")
+            self.statuses.append((row.subscriber_id, row.email, Event(
+                kind, now(), source="Postfach", issue=sent.issue, code=failure.status,
+                diagnostic=failure.diagnostic, note=note)))
             if outcome is Outcome.UNMATCHED or result in (Outcome.BOUNCED, Outcome.SOFT_LIMIT):
                 outcome = result
                 first = Handled(uid, result, address=row.email, issue=sent.issue, status=failure.status,
@@ -501,11 +518,13 @@ class Actor:
         people = self._listed()
         person = people.by_id(subscriber_id) if subscriber_id else None
         if person is not None:
-            self.statuses.append((person.id, person.email, UNSUBSCRIBED))
+            self.statuses.append((person.id, person.email, Event(UNSUBSCRIBED_EVENT, now(),
+                                                                 source="Abmeldung per Mail, mit Token")))
             return Handled(uid, Outcome.UNSUBSCRIBED, address=person.email, note="mit Abmelde-Token")
         listed = people.get(found.sender) if found.sender else None
-        if listed is not None and listed.status in (ACTIVE, "pending"):
-            self.statuses.append((listed.id, listed.email, UNSUBSCRIBED))
+        if listed is not None and listed.status in (ACTIVE, PENDING):
+            self.statuses.append((listed.id, listed.email, Event(UNSUBSCRIBED_EVENT, now(),
+                                                                 source="Abmeldung per Mail, nach Absender")))
             return Handled(uid, Outcome.UNSUBSCRIBED, address=listed.email, note="ohne Token, nach Absender")
         return Handled(uid, Outcome.OTHER, note="Abmeldewunsch von einer Adresse, die nicht auf der Liste steht")
 
@@ -521,16 +540,26 @@ class Actor:
                     journal.record_bounce(sent.row.seq, severity, status, diagnostic, when)
         if self.statuses:
             with self.store.change() as people:
-                for subscriber_id, _, status in self.statuses:
+                for subscriber_id, _, event in self.statuses:
                     person = people.by_id(subscriber_id)
-                    if person is None:
-                        continue
-                    if status == BOUNCED and person.status == ACTIVE:
-                        people.set_status(person, BOUNCED)
-                    elif status == UNSUBSCRIBED and person.status in (ACTIVE, "pending", BOUNCED):
-                        people.set_status(person, UNSUBSCRIBED)
+                    if person is None or _already(person.events, event):
+                        continue  # erased meanwhile, or this mail was acted on before a crash
+                    if event.kind == UNSUBSCRIBED_EVENT and person.status in (ACTIVE, PENDING, BOUNCED):
+                        people.set_status(person, UNSUBSCRIBED, event)
+                    elif event.kind == BOUNCED_EVENT and person.status == ACTIVE:
+                        people.set_status(person, BOUNCED, event)
+                    elif event.kind in (BOUNCED_EVENT, BOUNCE):  # someone who left keeps their status
+                        people.record(person, Event(BOUNCE, event.at, source=event.source, issue=event.issue,
+                                                    code=event.code, diagnostic=event.diagnostic, note=event.note))
         self.bounces, self.statuses, self._people = [], [], None
         self.sent = _refreshed(self.sent, by_journal)
+
+
+def _already(events: list[Event], event: Event) -> bool:
+    """A bounce of the same issue with the same code is recorded once, however often it is read."""
+    return event.kind != UNSUBSCRIBED_EVENT and any(
+        e.kind in (BOUNCE, BOUNCED_EVENT) and e.issue == event.issue and e.code == event.code and e.issue
+        for e in events)
 
 
 def _refreshed(sent: SentMail, changed: dict[Path, Any]) -> SentMail:

@@ -29,6 +29,7 @@ from newsletter.headers import encode_text
 from newsletter.message import address_header, ascii_address, list_id_value
 from newsletter.render import PlainText, markdown, mjml_to_html
 from newsletter.texts import texts
+from newsletter.tokens import UNSUBSCRIBE_WORD
 from newsletter.workspace import Workspace, default_templates_dir
 
 FENCE = "+++"
@@ -175,7 +176,9 @@ def compose(workspace: Workspace, to: str, subject: str, body: str, unsubscribe_
     message["Auto-Submitted"] = "auto-generated"  # RFC 3834: no vacation replies to this
     if unsubscribe_url:  # as MessageFactory writes them: one line each, never encoded
         message.set_raw("List-Id", list_id_value(nl.name, config.list_id))
-        message.set_raw("List-Unsubscribe", f"<{unsubscribe_url}>, <mailto:{sender}?subject=unsubscribe>")
+        word = UNSUBSCRIBE_WORD.get(nl.language, "Abmelden")  # the token is the link's last part
+        message.set_raw("List-Unsubscribe", f"<{unsubscribe_url}>, "
+                                            f"<mailto:{sender}?subject={word}%20{unsubscribe_url.rsplit('/', 1)[1]}>")
         message.set_raw("List-Unsubscribe-Post", "List-Unsubscribe=One-Click")
     message.set_content(text, charset="utf-8", cte="quoted-printable")
     message.add_alternative(html, subtype="html", charset="utf-8", cte="quoted-printable")

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 FIELDS = ("first_name", "last_name", "name", "email")
 UNSUBSCRIBE = "unsubscribe_url"  # filled by the tool, not written by the author
+UNSUBSCRIBE_SUBJECT = "unsubscribe_subject"  # the same by mail: "Abmelden <token>"
 
 # Anything between {{ and }} is meant as a merge field; the strict pattern says which are valid.
 ANY_FIELD = re.compile(r"\{\{(.*?)\}\}")
@@ -105,12 +106,13 @@ def fill(pieces: list[str | int], slots: list[Slot], values: Mapping[str, str],
     return "".join(piece if isinstance(piece, str) else filled[piece] for piece in pieces)
 
 
-def recipient_values(email: str, name: str, unsubscribe_url: str = "") -> dict[str, str]:
+def recipient_values(email: str, name: str, unsubscribe_url: str = "",
+                     unsubscribe_subject: str = "") -> dict[str, str]:
     """The merge values for one person; control characters in a name never reach the mail."""
     clean = " ".join(CONTROL.sub(" ", name).split())
     first, last = split_name(clean)
     return {"email": email, "name": clean, "first_name": first, "last_name": last,
-            UNSUBSCRIBE: unsubscribe_url}
+            UNSUBSCRIBE: unsubscribe_url, UNSUBSCRIBE_SUBJECT: unsubscribe_subject}
 
 
 def split_name(name: str) -> tuple[str, str]:

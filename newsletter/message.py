@@ -23,9 +23,9 @@ import idna
 
 from newsletter.config import Config
 from newsletter.headers import address, encode_phrase, encode_text
-from newsletter.merge import Slot, recipient_values
+from newsletter.merge import UNSUBSCRIBE, UNSUBSCRIBE_SUBJECT, Slot, recipient_values
 from newsletter.render import RenderedIssue
-from newsletter.tokens import unsubscribe_url
+from newsletter.tokens import unsubscribe_mailto, unsubscribe_subject, unsubscribe_url
 
 CRLF = b"\r\n"
 MAX_LINE = 76
@@ -122,7 +122,7 @@ class MessageFactory:
         self.envelope_from = ascii_address(nl.from_email)
         self.slug = re.sub(r"[^A-Za-z0-9.-]+", "-", rendered.issue.slug.encode("ascii", "replace").decode())
         self.base_url = config.base_url
-        self.mailto = f"mailto:{self.envelope_from}?subject=unsubscribe"
+        self.language = nl.language
         self.boundary = "=_" + secrets.token_hex(16)
         self._date_cache = (-1, "")
         # Where the Message-ID does not fit after its name, it goes on a line of its own.
@@ -166,7 +166,9 @@ class MessageFactory:
         unsubscribe = unsubscribe_url(self.base_url, self.secret, recipient.id)
         values = self.fixed_values if self.fixed_values is not None else recipient_values(
             recipient.email, recipient.name)
-        values = {**values, "unsubscribe_url": unsubscribe}
+        by_mail = unsubscribe_subject(self.secret, recipient.id, self.language)
+        mailto = unsubscribe_mailto(self.envelope_from, self.secret, recipient.id, self.language)
+        values = {**values, UNSUBSCRIBE: unsubscribe, UNSUBSCRIBE_SUBJECT: by_mail}
         plain = [encode_piece(slot.value(values)) for slot in self.slots]
         escaped = [encode_piece(html.escape(slot.value(values), quote=True)) for slot in self.slots]
         message_id = self.message_id(recipient)
@@ -175,7 +177,7 @@ class MessageFactory:
             f"To: {address_header(recipient.name, recipient.email)}\r\n"
             f"Date: {self._date(date)}\r\n"
             f"Message-ID:{self._id_space}{message_id}\r\n"
-            f"List-Unsubscribe: <{unsubscribe}>, <{self.mailto}>\r\n"
+            f"List-Unsubscribe: <{unsubscribe}>, <{mailto}>\r\n"
         ).encode("ascii")
         data = b"".join((
             self.head, head, CRLF, self.text_open,

@@ -10,7 +10,7 @@ from newsletter.issue import Issue
 from newsletter.merge import fill, recipient_values, split_slots
 from newsletter.render import protect_fields
 from newsletter.subscribers import Subscriber, SubscriberStore
-from newsletter.tokens import unsubscribe_url
+from newsletter.tokens import unsubscribe_subject, unsubscribe_url
 from newsletter.workspace import Workspace
 
 SAMPLE = Subscriber(id="vorschau", email="alex@example.org", name="Alex Beispiel", status="active")
@@ -44,7 +44,8 @@ def sample_recipient(workspace: Workspace, email: str | None = None) -> Subscrib
 
 def recipient_merge_values(workspace: Workspace, person: Subscriber) -> dict[str, str]:
     url = unsubscribe_url(workspace.config.base_url, workspace.secret(), person.id)
-    return recipient_values(person.email, person.name, url)
+    by_mail = unsubscribe_subject(workspace.secret(), person.id, workspace.config.newsletter.language)
+    return recipient_values(person.email, person.name, url, by_mail)
 
 
 def build_preview(workspace: Workspace, issue: Issue, as_email: str | None = None) -> Preview:

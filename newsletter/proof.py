@@ -17,6 +17,7 @@ from newsletter import __version__
 from newsletter.subscribers import (
     ADDED,
     BERLIN,
+    BOUNCE,
     BOUNCED,
     BOUNCED_EVENT,
     CONFIRMED,
@@ -51,6 +52,7 @@ TITLES = {
     ADDED: "Von Hand eingetragen",
     UNSUBSCRIBED_EVENT: "Abgemeldet",
     BOUNCED_EVENT: "Als unzustellbar markiert",
+    BOUNCE: "Zustellung gescheitert (Bounce, Status unverändert)",
     "pending": "Auf unbestätigt gesetzt",
 }
 DETAIL_LABELS = {

@@ -24,7 +24,7 @@ from premailer import Premailer
 from newsletter.config import Config
 from newsletter.errors import IssueError
 from newsletter.issue import Issue
-from newsletter.merge import UNSUBSCRIBE, FieldProblem, Slot, SlotTable, fill, split_slots
+from newsletter.merge import UNSUBSCRIBE, UNSUBSCRIBE_SUBJECT, FieldProblem, Slot, SlotTable, fill, split_slots
 from newsletter.texts import texts
 from newsletter.workspace import Workspace
 
@@ -101,6 +101,7 @@ def render_issue(workspace: Workspace, issue: Issue, page: dict[str, str] | None
         first = problems[0]
         raise IssueError(f"{issue.where(first.line)}: {first.message}")
     unsubscribe = table.token(Slot(UNSUBSCRIBE))
+    by_mail = table.token(Slot(UNSUBSCRIBE_SUBJECT))
     md = markdown(config.newsletter.language)
     tokens = md.parse(body)
     tree = SyntaxTreeNode(tokens)
@@ -113,7 +114,7 @@ def render_issue(workspace: Workspace, issue: Issue, page: dict[str, str] | None
     plain = PlainText(config.newsletter.language)
     body_text = plain.render(tree)
     text = workspace.templates.get_template("newsletter.txt").render(
-        **context, body_text=body_text, links=plain.links)
+        **context, body_text=body_text, links=plain.links, unsubscribe_subject=by_mail)
     return RenderedIssue(
         issue=issue, config=config, html=html, text=text, slots=table.slots,
         links=_unique([*plain.links, *( [issue.button_url] if issue.button_url else [])]),

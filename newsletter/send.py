@@ -38,7 +38,8 @@ from newsletter.message import MessageFactory, Recipient, ascii_address, validat
 from newsletter.preview import SAMPLE, recipient_merge_values
 from newsletter.render import RenderedIssue
 from newsletter.replies import Reply, Verdict, may_be_a_streak, verdict
-from newsletter.subscribers import ACTIVE, BOUNCED, SubscriberStore, normalize_email
+from newsletter.subscribers import ACTIVE, BOUNCED, BOUNCED_EVENT, SubscriberStore, normalize_email, now
+from newsletter.subscribers import Event as HistoryEvent
 from newsletter.texts import texts
 from newsletter.transport import SmtpTransport, Transport, make_transport, smtp_password
 from newsletter.workspace import Workspace
@@ -365,7 +366,7 @@ class SendRun:
             self.journal.finish(row.seq, FAILED, reply.code, reply.text)
             self._failed(row, reply)
             if judged is Verdict.NO_SUCH_MAILBOX:
-                self._mark_bounced(row.subscriber_id)
+                self._mark_bounced(row.subscriber_id, reply)
                 with self._state:
                     self.bounced_now.append(row.email)
             else:
@@ -418,12 +419,14 @@ class SendRun:
                     "Versand angehalten. Nach dem Beheben: newsletter send … --retry-failed")
                 self.stop.set()
 
-    def _mark_bounced(self, subscriber_id: str) -> None:
+    def _mark_bounced(self, subscriber_id: str, reply: Reply) -> None:
         """The mailbox does not exist: never mail it again. Someone who already left stays `unsubscribed`."""
         with self.store.change() as people:
             person = people.by_id(subscriber_id)
             if person is not None and person.status == ACTIVE:
-                people.set_status(person, BOUNCED)
+                people.set_status(person, BOUNCED, HistoryEvent(BOUNCED_EVENT, now(), source="Versand (SMTP)",
+                                                         issue=self.journal.path.stem, code=reply.status,
+                                                         diagnostic=str(reply)[:300]))
 
     def _failed(self, row: Row, reply: Reply) -> None:
         with self._state:

@@ -93,10 +93,11 @@ ADDED = "added"                # `subscribers add`: status, source (the author's
 IMPORTED = "imported"          # a row of an import file: file, format, line, what the file states
 UNSUBSCRIBED_EVENT = "unsubscribed"  # left: source (Abmeldelink, von Hand …)
 BOUNCED_EVENT = "bounced"      # undeliverable: issue, code, diagnostic where known
+BOUNCE = "bounce"              # a bounce that changed no status (soft, a refusal of her sending): issue, code
 STATUS_EVENTS = {PENDING: "pending", ACTIVE: CONFIRMED, UNSUBSCRIBED: UNSUBSCRIBED_EVENT,
                  BOUNCED: BOUNCED_EVENT}
 VALID_KIND = re.compile(r"[a-z][a-z0-9_]{0,39}")
-KNOWN_KINDS = frozenset({SIGNUP, INVITED, CONFIRMED, ADDED, IMPORTED, *STATUS_EVENTS.values()})
+KNOWN_KINDS = frozenset({SIGNUP, INVITED, CONFIRMED, ADDED, IMPORTED, BOUNCE, *STATUS_EVENTS.values()})
 
 
 @dataclass(slots=True)

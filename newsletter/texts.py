@@ -6,6 +6,8 @@ TEXTS: dict[str, dict[str, str]] = {
     "de": {
         "view_in_browser": "Im Browser ansehen",
         "unsubscribe": "Newsletter abbestellen",
+        "unsubscribe_by_mail": "Oder per Mail an",
+        "subject": "Betreff",
         "unsubscribe_hint": "Du möchtest keine Mails mehr bekommen? Ein Klick genügt:",
         "why": "Du erhältst diesen Newsletter, weil du dich dafür angemeldet und deine Anmeldung bestätigt hast.",
         "why_site": "Du erhältst diesen Newsletter, weil du dich auf {site} dafür angemeldet und deine Anmeldung bestätigt hast.",
@@ -62,6 +64,8 @@ TEXTS: dict[str, dict[str, str]] = {
     "en": {
         "view_in_browser": "View in your browser",
         "unsubscribe": "Unsubscribe",
+        "unsubscribe_by_mail": "Or by email to",
+        "subject": "subject",
         "unsubscribe_hint": "Don't want these emails any more? One click is enough:",
         "why": "You receive this newsletter because you signed up for it and confirmed your subscription.",
         "why_site": "You receive this newsletter because you signed up for it on {site} and confirmed your subscription.",

@@ -51,3 +51,17 @@ def verify_token(secret: bytes, token: str, purpose: str = UNSUBSCRIBE,
 
 def unsubscribe_url(base_url: str, secret: bytes, subscriber_id: str) -> str:
     return f"{base_url.rstrip('/')}/u/{make_token(secret, subscriber_id)}"
+
+
+UNSUBSCRIBE_WORD = {"de": "Abmelden", "en": "Unsubscribe"}
+
+
+def unsubscribe_subject(secret: bytes, subscriber_id: str, language: str = "de") -> str:
+    """The subject of an unsubscribe by mail: "Abmelden <token>", so `newsletter inbox` can verify
+    who asked, whatever address the mail comes from."""
+    return f"{UNSUBSCRIBE_WORD.get(language, 'Abmelden')} {make_token(secret, subscriber_id)}"
+
+
+def unsubscribe_mailto(address: str, secret: bytes, subscriber_id: str, language: str = "de") -> str:
+    """The mailto: of List-Unsubscribe (Gmail and Apple Mail send it when a reader presses their button)."""
+    return f"mailto:{address}?subject={unsubscribe_subject(secret, subscriber_id, language).replace(' ', '%20')}"

@@ -24,7 +24,7 @@ from newsletter.journal import SendJournal, journal_path
 from newsletter.merge import recipient_values
 from newsletter.render import render_issue
 from newsletter.subscribers import SubscriberStore
-from newsletter.tokens import unsubscribe_url, verify_token
+from newsletter.tokens import unsubscribe_subject, unsubscribe_url, verify_token
 from newsletter.workspace import Workspace
 
 PEOPLE = [
@@ -65,7 +65,9 @@ def test_each_active_subscriber_gets_one_correct_message(ws, runner, smtp, mailb
         assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
         url = unsubscribe_url("https://newsletter.praxis.example.org", ws.secret(), person.id)
         line = next(h for h in head.split(b"\r\n") if h.startswith(b"List-Unsubscribe:"))
-        assert line == f"List-Unsubscribe: <{url}>, <mailto:impuls@praxis.example.org?subject=unsubscribe>".encode()
+        token = url.rsplit("/", 1)[1]
+        assert line == (f"List-Unsubscribe: <{url}>, <mailto:impuls@praxis.example.org?subject=Abmelden%20{token}>"
+                        .encode())
         token = url.rsplit("/", 1)[1]
         assert verify_token(ws.secret(), token) == person.id
         tokens.add(token)
@@ -74,7 +76,8 @@ def test_each_active_subscriber_gets_one_correct_message(ws, runner, smtp, mailb
         assert msg.get_content_type() == "multipart/alternative"
         parts = [part.get_content_type() for part in msg.iter_parts()]
         assert parts == ["text/plain", "text/html"]
-        html, text = rendered.personalize(recipient_values(person.email, person.name, url))
+        html, text = rendered.personalize(recipient_values(person.email, person.name, url,
+                                                           unsubscribe_subject(ws.secret(), person.id)))
         assert msg.get_body(("plain",)).get_content().replace("\r\n", "\n") == text
         assert msg.get_body(("html",)).get_content().replace("\r\n", "\n") == html
     assert len(message_ids) == len(tokens) == 4

@@ -420,7 +420,8 @@ def test_welcome_mail_has_the_list_headers_of_an_issue(ws: Workspace, smtp: Smtp
     assert raw.isascii() and all(len(line) <= 76 for line in body.split(b"\r\n"))
     leave = unsubscribe_url(BASE, ws.secret(), person(ws, "neu@example.org").id)
     lines = head.split(b"\r\n")
-    assert f"List-Unsubscribe: <{leave}>, <mailto:impuls@praxis.example.org?subject=unsubscribe>".encode() in lines
+    mailto = f"mailto:impuls@praxis.example.org?subject=Abmelden%20{leave.rsplit('/', 1)[1]}"
+    assert f"List-Unsubscribe: <{leave}>, <{mailto}>".encode() in lines
     assert b"List-Unsubscribe-Post: List-Unsubscribe=One-Click" in lines
     assert b'List-Id: "Impuls" <newsletter.praxis.example.org>' in lines
     assert link_in(raw, "u") == leave
