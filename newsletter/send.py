@@ -524,6 +524,8 @@ class SendPlan:
     transport: str = ""
     rate: float | None = None
     last_stop: str = ""  # how the previous run of this issue ended, if it stopped early
+    mailbox: str = ""    # what the inbox step found before this send ("" without [imap])
+    mailbox_problem: str = ""  # why the mailbox could not be read, if it could not
 
     def again(self, retry_unknown: bool, retry_failed: bool) -> int:
         """How many more the author asks for with --retry-unknown / --retry-failed."""
@@ -531,8 +533,22 @@ class SendPlan:
         return (already.get(UNKNOWN, 0) if retry_unknown else 0) + (already.get(FAILED, 0) if retry_failed else 0)
 
 
-def plan_send(workspace: Workspace, issue: Issue) -> SendPlan:
-    """Check the issue and count who would get it now; refuses an issue that fails check."""
+def read_mailbox_first(workspace: Workspace, dry_run: bool) -> tuple[str, str]:
+    """With [imap], the inbox step before every send: whoever bounced or left by mail is not frozen
+    into the journal. Returns (what it found, why it failed); an unreachable mailbox is a warning."""
+    if not workspace.config.imap.host:
+        return "", ""
+    from newsletter.inbox import read_inbox  # IMAPClient is imported only when there is a mailbox
+
+    try:
+        return read_inbox(workspace, dry_run=dry_run).summary_line(), ""
+    except NewsletterError as exc:
+        return "", str(exc)
+
+
+def plan_send(workspace: Workspace, issue: Issue, mailbox: bool = True, dry_run: bool = False) -> SendPlan:
+    """Check the issue and count who would get it now; refuses an issue that fails check. With
+    `mailbox` (and [imap]), her mailbox is read first (in a dry run without changing anything)."""
     report = check_issue(workspace, issue)
     if not report.ok or report.rendered is None:
         raise NewsletterError(f"{issue.path.name}: `newsletter check` meldet {len(report.errors)} Fehler; "
@@ -544,17 +560,20 @@ def plan_send(workspace: Workspace, issue: Issue) -> SendPlan:
     journal = SendJournal.existing(path)
     if journal is None:
         _refuse_a_second_send_under_a_new_name(workspace, issue)
+    found, problem = read_mailbox_first(workspace, dry_run) if mailbox else ("", "")
+    if journal is None:
         audience = read_audience(SubscriberStore(workspace.subscribers_path))
         if not audience.people:
             raise NewsletterError("keine aktiven, bestätigten Abonnent:innen; nichts zu senden")
         return SendPlan(issue, report, report.rendered, path, len(audience.people), None, audience,
-                        transport.description, rate)
+                        transport.description, rate, mailbox=found, mailbox_problem=problem)
     with journal:
         counts = journal.counts()
         due = counts[PENDING] + counts[DEFERRED]  # rows left `sending` become `unknown`, not resent
         last = journal.meta("last_outcome")
         stop = f"{last_run_text(last)} ({journal.meta('last_reply')})" if last and journal.meta("last_reply") else ""
-        return SendPlan(issue, report, report.rendered, path, due, counts, None, transport.description, rate, stop)
+        return SendPlan(issue, report, report.rendered, path, due, counts, None, transport.description, rate, stop,
+                        mailbox=found, mailbox_problem=problem)
 
 
 def last_run_text(outcome: str) -> str:

@@ -396,3 +396,33 @@ def test_password_comes_from_password_command(ws, runner, imap, sent, monkeypatc
     config = ws.root / "newsletter.toml"
     config.write_text(config.read_text() + f'password_command = "echo {PASSWORD}"\n')
     assert invoke(runner, "inbox").exit_code == 0
+
+
+# -- before every send ------------------------------------------------------------------------------
+
+
+def test_send_reads_the_mailbox_first_so_who_bounced_is_not_mailed_again(ws, runner, imap, sent) -> None:
+    imap.append(postfix_dsn("p1@example.org", sent["p1@example.org"]),
+                arf_complaint("p2@example.org", sent["p2@example.org"]))
+    path = write_issue(ws, "2027-01-impuls", "Ein neuer Text.\n", subject="Impuls im Januar")
+    result = invoke(runner, "send", str(path), "--yes")
+    assert result.exit_code == 0, result.output
+    assert "Postfach" in result.stdout and "1 unzustellbar, 1 Beschwerde(n)" in result.stdout
+    with SendJournal(journal_path(ws.journal_dir, "2027-01-impuls")) as journal:
+        frozen = {row.email for row in journal.rows(["sent"])}
+    assert frozen == {p[0] for p in PEOPLE} - {"p1@example.org", "p2@example.org"}
+
+
+def test_send_skip_inbox_leaves_the_mailbox_alone(ws, runner, imap, sent) -> None:
+    imap.append(postfix_dsn("p1@example.org", sent["p1@example.org"]))
+    path = write_issue(ws, "2027-01-impuls", "Ein neuer Text.\n", subject="Impuls im Januar")
+    assert invoke(runner, "send", str(path), "--yes", "--skip-inbox").exit_code == 0
+    assert status(ws, "p1@example.org") == "active" and imap.folders() == {"INBOX": 1}
+
+
+def test_an_unreachable_mailbox_is_a_warning_not_a_silent_skip(ws, runner, imap, sent, ca) -> None:
+    imap_config(ws, imap, ca, port=1)  # nothing listens there
+    path = write_issue(ws, "2027-01-impuls", "Ein neuer Text.\n", subject="Impuls im Januar")
+    result = invoke(runner, "send", str(path), "--yes")
+    assert result.exit_code == 0, result.output
+    assert "nicht gelesen: 127.0.0.1:1: keine Verbindung" in result.stdout

@@ -67,6 +67,7 @@ def send(
     retry_failed: bool = typer.Option(False, "--retry-failed",
                                       help="Fehlgeschlagene erneut versuchen (nach einem behobenen Serverproblem)."),
     json_output: bool = typer.Option(False, "--json", help="Zusammenfassung als JSON (braucht --yes)."),
+    skip_inbox: bool = typer.Option(False, "--skip-inbox", help="Das Postfach ([imap]) vorher nicht lesen."),
 ) -> None:
     """Sendet eine Ausgabe an alle aktiven, bestätigten Abonnent:innen, genau einmal.
 
@@ -82,7 +83,7 @@ def send(
         for copy in send_test_copies(workspace, parsed, test):
             out.print(f"[green]✓[/] Testkopie an {copy.address} ({copy.transport})", soft_wrap=True)
         return
-    plan = plan_send(workspace, parsed)
+    plan = plan_send(workspace, parsed, mailbox=not skip_inbox, dry_run=dry_run_)
     if dry_run_:
         _print_dry_run(workspace, plan, offline)
         return
@@ -199,6 +200,10 @@ def _print_plan(plan: SendPlan, count: int) -> None:
         grid.add_row("Dauer etwa", _duration(count / OUTBOX_ESTIMATE))
     if plan.last_stop:
         grid.add_row("Zuletzt", Text(plan.last_stop))
+    if plan.mailbox:
+        grid.add_row("Postfach", Text(plan.mailbox))
+    elif plan.mailbox_problem:
+        grid.add_row("Postfach", Text(f"nicht gelesen: {plan.mailbox_problem}", style="yellow"))
     out.print(Panel(grid, title=plan.issue.path.name, title_align="left", border_style="green"))
 
 
@@ -251,6 +256,13 @@ def _print_summary(workspace: Workspace, plan: SendPlan, summary: SendSummary) -
         out.print(Text(f"  als unzustellbar markiert: {address}"), soft_wrap=True)
     for line in _closing_lines(workspace, plan, summary):
         out.print(line, soft_wrap=True)
+    if summary.delivered_now and workspace.config.smtp.host:
+        if workspace.config.imap.host:
+            out.print("Unzustellbares kommt oft erst Stunden später zurück: morgen [bold]newsletter inbox[/] "
+                      "ausführen (oder vor dem nächsten Versand, das tut send selbst).", soft_wrap=True)
+        else:
+            out.print(Text("Tipp: mit [imap] in newsletter.toml liest newsletter inbox dein Postfach und trägt "
+                           "Unzustellbare und Abmeldungen per Mail von selbst aus."), soft_wrap=True)
 
 
 def _shown_path(workspace: Workspace, path: Path) -> str:
@@ -295,6 +307,9 @@ def _closing_lines(workspace: Workspace, plan: SendPlan, summary: SendSummary) -
 
 
 def _print_dry_run(workspace: Workspace, plan: SendPlan, offline: bool) -> None:
+    if plan.mailbox or plan.mailbox_problem:
+        out.print(Text(f"Postfach (Probelauf, nichts geändert): {plan.mailbox or plan.mailbox_problem}"),
+                  soft_wrap=True)
     result = dry_run(workspace, plan, offline)
     for problem in result.problems:
         err.print(Text(f"{problem.email}: {problem.reply}"), soft_wrap=True)
