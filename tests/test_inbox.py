@@ -34,7 +34,9 @@ from mail_samples import (
     postfix_dsn,
     unrelated,
 )
-from send_support import add_people
+from postfix_server import PostfixServer
+from postfix_server import available as postfix_available
+from send_support import add_people, smtp_config
 
 from newsletter.journal import SendJournal, journal_path
 from newsletter.subscribers import SubscriberStore
@@ -426,3 +428,34 @@ def test_an_unreachable_mailbox_is_a_warning_not_a_silent_skip(ws, runner, imap,
     result = invoke(runner, "send", str(path), "--yes")
     assert result.exit_code == 0, result.output
     assert "nicht gelesen: 127.0.0.1:1: keine Verbindung" in result.stdout
+
+
+# -- a real bounce: Postfix accepts, fails to deliver, and mails its DSN into her mailbox -----------
+
+
+@pytest.mark.skipif(not postfix_available(), reason="needs Debian's postfix")
+def test_a_real_postfix_bounce_is_matched_by_its_envelope_id(ws, runner, imap, ca, monkeypatch) -> None:
+    people = [("anna@leser.example", "Anna", "active"), ("gibtsnicht@leser.example", "", "active"),
+              ("auchnicht@leser.example", "", "active")]
+    add_people(ws, people)
+    postfix = PostfixServer(imap.root / "postfix", imap.root / "mail",
+                            {"impuls@praxis.example.org": f"{USER}/", "anna@leser.example": "anna/"}).start()
+    try:
+        smtp_config(ws, postfix.port)
+        imap_config(ws, imap, ca)
+        monkeypatch.setenv("NEWSLETTER_IMAP_PASSWORD", PASSWORD)
+        path = write_issue(ws, "2026-12-impuls", "Hallo,\n\nein Text.\n", subject="Impuls im Dezember")
+        result = invoke(runner, "send", str(path), "--yes", "--skip-inbox")
+        assert result.exit_code == 0, result.output  # the submission server took everyone
+        deadline = time.monotonic() + 60
+        while len(list((imap.maildir / "new").glob("*"))) < 2:  # the two DSNs arrive a moment later
+            assert time.monotonic() < deadline, (imap.root / "postfix" / "postfix.log").read_text()
+            time.sleep(0.05)
+        dsn = next((imap.maildir / "new").iterdir()).read_bytes()
+        assert b"Original-Envelope-Id: 2026-12-impuls." in dsn  # the send asked for it (RFC 3461)
+        report = json.loads(invoke(runner, "inbox", "--json").stdout)
+    finally:
+        postfix.stop()
+    assert report["counts"]["bounced"] == 2
+    assert {status(ws, p[0]) for p in people[1:]} == {"bounced"} and status(ws, "anna@leser.example") == "active"
+    assert imap.folders()["Newsletter/Unzustellbar"] == 2
