@@ -26,11 +26,13 @@ class IssueStatus:
     last_outcome: str = ""
     last_reply: str = ""
     problems: list[RowProblem] = field(default_factory=list)
+    bounces: dict[str, int] = field(default_factory=dict)  # what came back later (newsletter inbox)
 
     def to_json(self, with_problems: bool) -> dict[str, Any]:
         data: dict[str, Any] = {"issue": self.issue, "subject": self.subject, "total": self.total,
                                 **{state: self.counts[state] for state in STATES},
-                                "last_outcome": self.last_outcome or None, "last_reply": self.last_reply or None}
+                                "last_outcome": self.last_outcome or None, "last_reply": self.last_reply or None,
+                                "bounces": self.bounces}
         if with_problems:
             data["problems"] = [{"email": p.email, "state": p.state, "code": p.code, "reply": p.reply}
                                 for p in self.problems]
@@ -52,5 +54,6 @@ def send_status(workspace: Workspace, slug: str | None = None, problems: bool = 
             results.append(IssueStatus(
                 issue=path.stem, subject=journal.meta("subject") or "", total=journal.total(), counts=counts,
                 last_outcome=journal.meta("last_outcome") or "", last_reply=journal.meta("last_reply") or "",
-                problems=[RowProblem(r.email, r.state, r.last_code, r.last_reply) for r in rows]))
+                problems=[RowProblem(r.email, r.state, r.last_code, r.last_reply) for r in rows],
+                bounces=journal.bounce_counts()))
     return results

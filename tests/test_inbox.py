@@ -121,6 +121,9 @@ def test_a_hard_bounce_marks_the_address_bounced_and_moves_the_mail(ws, runner, 
         row = next(r for r in journal.rows(["sent"]) if r.email == "p1@example.org")
         assert (row.bounce_kind, row.bounce_status) == ("hard", "5.1.1")
         assert journal.bounce_counts() == {"hard": 1, "soft": 0, "policy": 0}
+    assert "später zurückgekommen (newsletter inbox): 1 unzustellbar" in invoke(runner, "status").stdout
+    shown = invoke(runner, "subscribers", "show", "p1@example.org").stdout
+    assert "unzustellbar" in shown and "5.1.1" in shown and "2026-12-impuls" in shown
     again = run_inbox(runner)  # read once: a second run finds nothing new
     assert "neue Mails" in again.stdout
 

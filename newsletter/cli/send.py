@@ -349,6 +349,10 @@ def status(
         _print_counts(result.counts)
         if result.last_reply:
             out.print(Text(f"  zuletzt angehalten mit: {result.last_reply}"), soft_wrap=True)
+        if any(result.bounces.values()):
+            words = {"hard": "unzustellbar", "soft": "vorübergehend unzustellbar", "policy": "Versand abgelehnt"}
+            found = ", ".join(f"{n} {words[k]}" for k, n in result.bounces.items() if n)
+            out.print(Text(f"  später zurückgekommen (newsletter inbox): {found}"), soft_wrap=True)
         for problem in result.problems:
             reply = f" ({problem.code} {problem.reply or ''})".rstrip() if problem.code else ""
             out.print(Text(f"  {LABELS[problem.state]}: {problem.email}{reply}"), soft_wrap=True)

@@ -282,7 +282,8 @@ def show(email: str = EMAIL_ARG, json_output: bool = JSON_OPTION) -> None:
         out.print(Text.assemble((FIELD_LABELS["events"], "bold"),
                                 f" (ausführlich: newsletter subscribers proof {person.email})"), soft_wrap=True)
         for entry in consent.entries:
-            out.print(Text(f"  {entry.when}  {entry.title}"), soft_wrap=True)
+            brief = ", ".join(value for label, value in entry.details if label in ("Ausgabe", "Statuscode", "Quelle"))
+            out.print(Text(f"  {entry.when}  {entry.title}" + (f" ({brief})" if brief else "")), soft_wrap=True)
 
 
 @subscribers_app.command()
