@@ -92,12 +92,16 @@ def mails(ws: Workspace, ids: dict[str, str], count: int) -> list[bytes]:
         address = rng.choice(addresses)
         message_id = ids[address]
         kind = rng.choices(range(9), weights=(4, 2, 1, 1, 1, 1, 1, 2, 3))[0]
-        mail = [lambda: postfix_dsn(address, message_id, envid=message_id.strip("<>").partition("@")[0]),
-                lambda: gmail_dsn(address, message_id), lambda: exim_bounce(address, message_id),
-                lambda: exchange_dsn(address, message_id),
-                lambda: mailto_unsubscribe(f"x{n}@anders.example", make_token(secret, people.get(address).id)),
-                lambda: arf_complaint(address, message_id), lambda: out_of_office(address, message_id),
-                lambda: human_reply(address, message_id), lambda: unrelated(n)][kind]()
+        token = make_token(secret, people.require(address).id)
+        mail = (postfix_dsn(address, message_id, envid=message_id.strip("<>").partition("@")[0]) if kind == 0
+                else gmail_dsn(address, message_id) if kind == 1
+                else exim_bounce(address, message_id) if kind == 2
+                else exchange_dsn(address, message_id) if kind == 3
+                else mailto_unsubscribe(f"x{n}@anders.example", token) if kind == 4
+                else arf_complaint(address, message_id) if kind == 5
+                else out_of_office(address, message_id) if kind == 6
+                else human_reply(address, message_id) if kind == 7
+                else unrelated(n))
         out.append(mail.replace(b"Message-ID: <", f"Message-ID: <{n}.".encode(), 1))
     return out
 

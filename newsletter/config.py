@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from email_validator import EmailNotValidError, validate_email
-
 from newsletter.errors import ConfigError
 
 LANGUAGES = ("de", "en")
@@ -436,6 +434,8 @@ def _resolve(config_path: Path, value: str) -> Path:
 
 
 def _valid_email(value: str) -> bool:
+    from email_validator import EmailNotValidError, validate_email  # 40 ms: only when a config is read
+
     try:
         validate_email(value, check_deliverability=False)
     except EmailNotValidError:

@@ -83,6 +83,20 @@ class Outcome(StrEnum):
     OTHER = "other"                    # not ours: left in place
 
 
+OUTCOME_LABELS = {  # what `newsletter inbox` says about each, in German
+    Outcome.BOUNCED: "unzustellbar (als unzustellbar markiert)",
+    Outcome.SOFT_LIMIT: "vorübergehend unzustellbar, zum dritten Mal in Folge (markiert)",
+    Outcome.SOFT: "vorübergehend unzustellbar (gezählt)",
+    Outcome.POLICY: "Ablehnung deines Versands (niemand markiert)",
+    Outcome.COMPLAINT: "Beschwerde (abgemeldet)",
+    Outcome.UNSUBSCRIBED: "Abmeldung per Mail (abgemeldet)",
+    Outcome.AUTO_REPLY: "Abwesenheitsnotiz (verschoben)",
+    Outcome.REPLY: "Antwort auf eine Ausgabe (liegt im Posteingang)",
+    Outcome.UNMATCHED: "Bounce ohne Bezug zu einem Versand (liegt im Posteingang)",
+    Outcome.OTHER: "nicht vom Newsletter (liegt im Posteingang)",
+}
+
+
 MOVED = {Outcome.BOUNCED: "bounce_folder", Outcome.SOFT: "bounce_folder", Outcome.SOFT_LIMIT: "bounce_folder",
          Outcome.POLICY: "bounce_folder", Outcome.COMPLAINT: "complaint_folder",
          Outcome.UNSUBSCRIBED: "unsubscribe_folder", Outcome.AUTO_REPLY: "autoreply_folder"}

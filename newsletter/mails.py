@@ -21,7 +21,6 @@ from typing import Any
 
 import jinja2
 import markupsafe
-from markdown_it.tree import SyntaxTreeNode
 
 from newsletter.config import toml_error_text
 from newsletter.errors import NewsletterError
@@ -143,6 +142,8 @@ def compose(workspace: Workspace, to: str, subject: str, body: str, unsubscribe_
     tokens = md.parse(body)
     context = {"newsletter": nl, "imprint": config.imprint, "t": texts(language),
                "language": language, "subject": subject}
+    from markdown_it.tree import SyntaxTreeNode
+
     body_text = PlainText(language).render(SyntaxTreeNode(tokens))
     body_html = md.renderer.render(tokens, md.options, {})
     if button:

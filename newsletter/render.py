@@ -12,14 +12,11 @@ import re
 import textwrap
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import jinja2
 import markupsafe
-from markdown_it import MarkdownIt
-from markdown_it.tree import SyntaxTreeNode
-from mjml import mjml2html
-from premailer import Premailer
 
 from newsletter.config import Config
 from newsletter.errors import IssueError
@@ -35,8 +32,15 @@ DOCTYPE = "<!doctype html>"
 COLUMN_WIDTH = 536
 
 
+if TYPE_CHECKING:  # markdown-it, mjml and premailer load when an issue is rendered, not for --help
+    from markdown_it import MarkdownIt
+    from markdown_it.tree import SyntaxTreeNode
+
+
 def markdown(language: str) -> MarkdownIt:
     """CommonMark with tables, strikethrough and the language's typographic quotes and dashes."""
+    from markdown_it import MarkdownIt
+
     md = MarkdownIt("commonmark", {"typographer": True, "quotes": QUOTES[language]})
     return md.enable(["table", "strikethrough", "replacements", "smartquotes"])
 
@@ -104,6 +108,8 @@ def render_issue(workspace: Workspace, issue: Issue, page: dict[str, str] | None
     by_mail = table.token(Slot(UNSUBSCRIBE_SUBJECT))
     md = markdown(config.newsletter.language)
     tokens = md.parse(body)
+    from markdown_it.tree import SyntaxTreeNode
+
     tree = SyntaxTreeNode(tokens)
     web_url = "" if page else archive_url(config, issue)
     context = {**template_context(config, issue, unsubscribe, web_url), "page": page}
@@ -150,6 +156,8 @@ def mjml_to_html(workspace: Workspace, context: dict, inline: bool = True,
     template = template or workspace.templates.get_template("newsletter.mjml")
     mjml_source = template.render(**context)
     try:
+        from mjml import mjml2html
+
         html = mjml2html(mjml_source, fonts={})
     except Exception as exc:  # noqa: BLE001 - mjml-python raises plain exceptions
         raise IssueError(f"templates/newsletter.mjml: MJML-Fehler: {exc}") from None
@@ -184,6 +192,8 @@ def sized_images(html: str) -> str:
 
 def inline_css(html: str) -> str:
     """Inline CSS with premailer: no network, @media keeps !important, doctype kept."""
+    from premailer import Premailer
+
     inlined = Premailer(
         html,
         strip_important=False,

@@ -22,7 +22,10 @@ from email.message import Message
 from email.utils import getaddresses, parseaddr
 from enum import StrEnum
 
-TOKEN = re.compile(r"\b([A-Za-z0-9_-]{1,64}\.[A-Za-z0-9_-]{22})\b")
+# An unsubscribe token (tokens.py): an id may begin with "-" or "_", so the edges
+# are "no token character next to it", not \b (which fails beside a "-").
+TOKEN_BODY = r"([A-Za-z0-9_-]{1,64}\.[A-Za-z0-9_-]{22})(?![A-Za-z0-9_.-])"  # noqa: S105 - a pattern, not a secret
+TOKEN = re.compile(r"(?<![A-Za-z0-9_.-])" + TOKEN_BODY)
 ENHANCED = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
 UNSUBSCRIBE_WORDS = re.compile(r"\b(abmelden|abmeldung|austragen|abbestellen|unsubscribe|kündigen)\b", re.I)
 REPLY_PREFIX = re.compile(r"^\s*((re|aw|wg|fw|fwd|antw)\s*(\[\d+\])?\s*:\s*)+", re.I)
@@ -205,7 +208,7 @@ def _complaint(msg: Message, found: Returned, our_ids: re.Pattern[str]) -> Retur
                 found.recipients.append(_address(value))
     found.referenced = _returned_ids(msg, our_ids)
     returned = _returned_text(msg)
-    token = re.search(r"/u/" + TOKEN.pattern.removeprefix(r"\b"), returned)
+    token = re.search(r"/u/" + TOKEN_BODY, returned)
     if token:
         found.token = token.group(1)
     return found

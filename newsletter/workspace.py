@@ -8,8 +8,10 @@ import shutil
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import jinja2
+if TYPE_CHECKING:
+    import jinja2
 
 from newsletter.config import Config, load_config
 from newsletter.errors import ConfigError, NewsletterError
@@ -70,6 +72,7 @@ class Workspace:
     @cached_property
     def templates(self) -> jinja2.Environment:
         """Templates from the workspace first, then the shipped defaults for anything missing."""
+        import jinja2  # only where a template is rendered
         loader = jinja2.ChoiceLoader([
             jinja2.FileSystemLoader(self.templates_dir),
             jinja2.FileSystemLoader(default_templates_dir()),

@@ -7,7 +7,7 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -19,7 +19,9 @@ from typer.core import TyperArgument, TyperOption
 from newsletter import __version__
 from newsletter.cli.helptext import LocalGroup, argument_name, expected_value
 from newsletter.errors import NewsletterError
-from newsletter.workspace import Workspace, find_workspace
+
+if TYPE_CHECKING:
+    from newsletter.workspace import Workspace
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -152,6 +154,8 @@ def root(
 
 
 def current_workspace() -> Workspace:
+    from newsletter.workspace import find_workspace  # config and templates: not for --help
+
     return find_workspace(_workspace_option["path"])
 
 

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import typer
 
-from newsletter.archive import build_archive
 from newsletter.cli.app import app, current_workspace, out
 
 
@@ -22,6 +21,8 @@ def archive(
 
     Beispiel: [bold]newsletter archive --out archiv/[/]
     """
+    from newsletter.archive import build_archive  # premailer, mjml: only when the archive is built
+
     result = build_archive(current_workspace(), out_dir)
     for path in result.written:
         out.print(f"  geschrieben   {path}", soft_wrap=True)

@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 from rich.table import Table
 from rich.text import Text
 
 from newsletter.cli.app import app, current_workspace, out, print_json
-from newsletter.inbox import InboxReport, Outcome, read_inbox
 
-LABELS = {
-    Outcome.BOUNCED: "unzustellbar (als unzustellbar markiert)",
-    Outcome.SOFT_LIMIT: "vorübergehend unzustellbar, zum dritten Mal in Folge (markiert)",
-    Outcome.SOFT: "vorübergehend unzustellbar (gezählt)",
-    Outcome.POLICY: "Ablehnung deines Versands (niemand markiert)",
-    Outcome.COMPLAINT: "Beschwerde (abgemeldet)",
-    Outcome.UNSUBSCRIBED: "Abmeldung per Mail (abgemeldet)",
-    Outcome.AUTO_REPLY: "Abwesenheitsnotiz (verschoben)",
-    Outcome.REPLY: "Antwort auf eine Ausgabe (liegt im Posteingang)",
-    Outcome.UNMATCHED: "Bounce ohne Bezug zu einem Versand (liegt im Posteingang)",
-    Outcome.OTHER: "nicht vom Newsletter (liegt im Posteingang)",
-}
+if TYPE_CHECKING:
+    from newsletter.inbox import InboxReport
+
 
 
 @app.command()
@@ -37,6 +29,8 @@ def inbox(
 
     Beispiel: [bold]newsletter inbox --dry-run[/]
     """
+    from newsletter.inbox import read_inbox  # IMAPClient and the mail parsers: only for this command
+
     report = read_inbox(current_workspace(), dry_run=dry_run)
     if json_output:
         print_json(report.to_json())
@@ -45,6 +39,9 @@ def inbox(
 
 
 def print_report(report: InboxReport) -> None:
+    from newsletter.inbox import OUTCOME_LABELS as LABELS
+    from newsletter.inbox import Outcome
+
     table = Table(title=f"Postfach {report.folder}" + (" (Probelauf: nichts geändert)" if report.dry_run else ""),
                   title_justify="left", show_header=False, padding=(0, 2))
     table.add_column(style="dim")

@@ -5,21 +5,20 @@ from __future__ import annotations
 import shlex
 import webbrowser
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
-from rich.markdown import Markdown
 from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 from typer.core import TyperArgument
 
-from newsletter.check import CheckReport, check_issue
 from newsletter.cli.app import app, current_workspace, out, print_json, usage
-from newsletter.draft import draft_from_file
-from newsletter.issue import draft_issue, parse_issue
-from newsletter.preview import Preview, build_preview
-from newsletter.workspace import init_workspace
+
+if TYPE_CHECKING:  # rendering and checking load when a command needs them, not for --help
+    from newsletter.check import CheckReport
+    from newsletter.preview import Preview
 
 ISSUE_ARG = typer.Argument(..., help="Die Ausgabe, z. B. issues/2026-12-innehalten.md", show_default=False)
 
@@ -35,6 +34,8 @@ def init(
 
     Beispiel: [bold]newsletter init mein-newsletter[/]
     """
+    from newsletter.workspace import init_workspace
+
     result = init_workspace(directory)
     for path in result.created:
         out.print(f"  angelegt    {path}")
@@ -70,8 +71,12 @@ def new(
         if title is None:
             argument = next(p for p in ctx.command.params if isinstance(p, TyperArgument))
             raise usage.MissingParameter(ctx=ctx, param=argument)
+        from newsletter.issue import draft_issue
+
         out.print(str(draft_issue(current_workspace(), title, month)), soft_wrap=True)
         return
+    from newsletter.draft import draft_from_file
+
     draft = draft_from_file(current_workspace(), from_file, title, month)
     out.print(str(draft.path), soft_wrap=True)
     out.print(f"aus {draft.source} ({draft.encoding}):", soft_wrap=True, markup=False)
@@ -98,6 +103,9 @@ def render(
     Beispiel: [bold]newsletter render issues/2026-12-innehalten.md --out build/[/]
     """
     workspace = current_workspace()
+    from newsletter.issue import parse_issue
+    from newsletter.preview import build_preview
+
     preview = build_preview(workspace, parse_issue(workspace.resolve_issue(issue)), as_email)
     target = out_dir or workspace.build_dir
     target.mkdir(parents=True, exist_ok=True)
@@ -122,6 +130,9 @@ def preview(
     Beispiel: [bold]newsletter preview issues/2026-12-innehalten.md --as anna@example.org[/]
     """
     workspace = current_workspace()
+    from newsletter.issue import parse_issue
+    from newsletter.preview import build_preview
+
     shown = build_preview(workspace, parse_issue(workspace.resolve_issue(issue)), as_email)
     if text:
         print(shown.text)
@@ -150,6 +161,8 @@ def _print_preview(shown: Preview) -> None:
     ):
         head.add_row(label, Text(value))
     out.print(Panel(head, title=issue.path.name, title_align="left", border_style="green"))
+    from rich.markdown import Markdown  # markdown-it, only for a preview
+
     out.print(Markdown(shown.markdown, hyperlinks=False))
     if issue.button_text:
         out.print(Panel(Text(f"{issue.button_text} → {issue.button_url}"), expand=False))
@@ -181,6 +194,9 @@ def check(
     Beispiel: [bold]newsletter check issues/2026-12-innehalten.md[/]
     """
     workspace = current_workspace()
+    from newsletter.check import check_issue
+    from newsletter.issue import parse_issue
+
     report = check_issue(workspace, parse_issue(workspace.resolve_issue(issue)))
     if json_output:
         print_json({"ok": report.ok, "html_bytes": report.html_bytes,

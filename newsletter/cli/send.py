@@ -7,7 +7,7 @@ import datetime as dt
 import signal
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import typer
 from rich.panel import Panel
@@ -24,24 +24,13 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from newsletter.archive import build_archive
 from newsletter.cli.app import app, confirm, current_workspace, err, out, print_json
 from newsletter.errors import NewsletterError
-from newsletter.issue import parse_issue
 from newsletter.journal import STATES, journal_path
-from newsletter.send import (
-    Event,
-    Outcome,
-    SendPlan,
-    SendRun,
-    SendSummary,
-    dry_run,
-    plan_send,
-    send_issue,
-    send_test_copies,
-)
-from newsletter.status import send_status
-from newsletter.workspace import Workspace
+
+if TYPE_CHECKING:  # the send path (rendering, premailer) loads when a send runs, not for `status`
+    from newsletter.send import SendPlan, SendRun, SendSummary
+    from newsletter.workspace import Workspace
 
 LABELS = {
     "sent": "gesendet", "pending": "ausstehend", "sending": "wird gesendet", "deferred": "zurückgestellt",
@@ -77,6 +66,9 @@ def send(
     Beispiel: [bold]newsletter send issues/2026-12-innehalten.md[/]
     Beispiel: [bold]newsletter send issues/2026-12-innehalten.md --test ich@example.org[/]
     """
+    from newsletter.issue import parse_issue
+    from newsletter.send import plan_send, send_test_copies
+
     workspace = current_workspace()
     parsed = parse_issue(workspace.resolve_issue(issue))
     if test:
@@ -108,6 +100,8 @@ def send(
 
 def _nothing_to_do(workspace: Workspace, plan: SendPlan, json_output: bool) -> NoReturn:
     """Every row has its outcome; the exit code still says whether all of them were sent."""
+    from newsletter.send import Outcome, SendSummary
+
     counts = plan.already or {}
     outcome = Outcome.FAILURES if counts.get("failed") or counts.get("unknown") else Outcome.COMPLETE
     summary = SendSummary(counts=counts, outcome=outcome, transport=plan.transport, seconds=0.0)
@@ -124,6 +118,8 @@ def _nothing_to_do(workspace: Workspace, plan: SendPlan, json_output: bool) -> N
 
 def _refresh_archive(workspace: Workspace) -> str:
     """The mail's "view in browser" link points into the archive: keep it current with every send."""
+    from newsletter.archive import build_archive
+
     try:
         build_archive(workspace)
     except NewsletterError as exc:
@@ -133,6 +129,8 @@ def _refresh_archive(workspace: Workspace) -> str:
 
 def _send(workspace: Workspace, plan: SendPlan, retry_unknown: bool, retry_failed: bool,
           quiet: bool) -> SendSummary:
+    from newsletter.send import Event, send_issue
+
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(),
                TimeRemainingColumn())
     with Progress(*columns, console=out, transient=False, disable=quiet) as bar:
@@ -170,6 +168,8 @@ def _stop_on_ctrl_c() -> Iterator[list[SendRun]]:
     runs: list[SendRun] = []
 
     def handler(signum: int, frame: object) -> None:
+        from newsletter.send import Outcome
+
         if not runs or runs[0].stop.is_set():
             signal.signal(signal.SIGINT, signal.default_int_handler)
             raise KeyboardInterrupt
@@ -254,8 +254,6 @@ def _print_summary(workspace: Workspace, plan: SendPlan, summary: SendSummary) -
         out.print(Text(f"  fehlgeschlagen: {problem.email} ({problem.reply})"), soft_wrap=True)
     for address in summary.bounced_now:
         out.print(Text(f"  als unzustellbar markiert: {address}"), soft_wrap=True)
-    for line in _closing_lines(workspace, plan, summary):
-        out.print(line, soft_wrap=True)
     if summary.delivered_now and workspace.config.smtp.host:
         if workspace.config.imap.host:
             out.print("Unzustellbares kommt oft erst Stunden später zurück: morgen [bold]newsletter inbox[/] "
@@ -263,6 +261,8 @@ def _print_summary(workspace: Workspace, plan: SendPlan, summary: SendSummary) -
         else:
             out.print(Text("Tipp: mit [imap] in newsletter.toml liest newsletter inbox dein Postfach und trägt "
                            "Unzustellbare und Abmeldungen per Mail von selbst aus."), soft_wrap=True)
+    for line in _closing_lines(workspace, plan, summary):
+        out.print(line, soft_wrap=True)
 
 
 def _shown_path(workspace: Workspace, path: Path) -> str:
@@ -276,6 +276,8 @@ def _shown_path(workspace: Workspace, path: Path) -> str:
 def _closing_lines(workspace: Workspace, plan: SendPlan, summary: SendSummary) -> list[Text]:
     """The last lines: how it ended, the server's own words if it stopped us, and the one command
     that continues."""
+    from newsletter.send import Outcome
+
     issue = _shown_path(workspace, plan.issue.path)
     again = f"newsletter send {issue}"
     counts, outcome = summary.counts, summary.outcome
@@ -307,6 +309,8 @@ def _closing_lines(workspace: Workspace, plan: SendPlan, summary: SendSummary) -
 
 
 def _print_dry_run(workspace: Workspace, plan: SendPlan, offline: bool) -> None:
+    from newsletter.send import dry_run
+
     if plan.mailbox or plan.mailbox_problem:
         out.print(Text(f"Postfach (Probelauf, nichts geändert): {plan.mailbox or plan.mailbox_problem}"),
                   soft_wrap=True)
@@ -334,9 +338,13 @@ def status(
     workspace = current_workspace()
     slug = None
     if issue is not None:
+        from newsletter.issue import parse_issue
+
         slug = parse_issue(workspace.resolve_issue(issue)).slug
         if not journal_path(workspace.journal_dir, slug).exists():
             raise NewsletterError(f"{slug}: wurde noch nicht gesendet")
+    from newsletter.status import send_status
+
     results = send_status(workspace, slug, problems=failed)
     if json_output:
         data = [result.to_json(failed) for result in results]

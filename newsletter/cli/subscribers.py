@@ -7,28 +7,13 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
 from rich.text import Text
 
 from newsletter.cli.app import ErrorBoundary, app, confirm, current_workspace, error_line, out, print_json
-from newsletter.erasure import erase_traces
-from newsletter.importer import (
-    DELIMITER_NAMES,
-    FileReport,
-    ImportProblems,
-    ImportReport,
-    RowResult,
-    export_file,
-    import_tables,
-    private_file,
-    read_import_files,
-    write_csv,
-    write_json,
-)
-from newsletter.proof import BASIS_LABELS, RECORDED, ConsentRecord, consent_record, render_html
-from newsletter.signup import invite_pending, prune_pending
 from newsletter.subscribers import (
     ACTIVE,
     BOUNCED,
@@ -43,6 +28,10 @@ from newsletter.subscribers import (
     proof_of_consent,
     subscriber_stats,
 )
+
+if TYPE_CHECKING:  # imports, proofs and mails load when a command needs them, not for --help
+    from newsletter.importer import FileReport, ImportReport, RowResult
+    from newsletter.proof import ConsentRecord
 
 subscribers_app = typer.Typer(
     cls=ErrorBoundary, no_args_is_help=True, rich_markup_mode="rich",
@@ -153,6 +142,8 @@ def import_(
 
     Beispiel: [bold]newsletter subscribers import members_export.zip --dry-run[/]
     """
+    from newsletter.importer import ImportProblems, import_tables, read_import_files
+
     try:
         tables = read_import_files(files)
     except ImportProblems as exc:
@@ -199,6 +190,8 @@ def _print_report(report: ImportReport, status: str) -> None:
 
 def _print_file(file: FileReport) -> None:
     lines = f"{len(file.rows)} Zeile" + ("" if len(file.rows) == 1 else "n")
+    from newsletter.importer import DELIMITER_NAMES
+
     out.print(Text(f"Gelesen: {file.filename} ({file.encoding}, {DELIMITER_NAMES[file.delimiter]}, {lines})"),
               soft_wrap=True)
     out.print(Text(f"  Format: {file.format}"), soft_wrap=True)
@@ -276,6 +269,8 @@ def show(email: str = EMAIL_ARG, json_output: bool = JSON_OPTION) -> None:
         grid.add_row(label, Text(shown))
     grid.add_row("Nachweis", Text(PROOF_LABELS[proof_of_consent(person)]))
     out.print(grid)
+    from newsletter.proof import consent_record
+
     consent = consent_record(person)
     if consent.entries:
         out.print()
@@ -321,6 +316,8 @@ def forget(
         out.print("Nichts gelöscht.")
         raise typer.Exit(1)
     erased = store.forget(person.email)
+    from newsletter.erasure import erase_traces
+
     rows, files = erase_traces(current_workspace().state_dir, erased.email)
     out.print(f"Gelöscht: {erased.email}, auch aus {rows} Versandprotokoll-Zeile(n) und {files} Datei(en) "
               "im Postausgang. Gespeichert bleibt nur ein Prüfwert, damit die Adresse nicht wieder "
@@ -342,6 +339,8 @@ def export(
 
     Beispiel: [bold]newsletter subscribers export sicherung.csv[/]
     """
+    from newsletter.importer import export_file, write_csv, write_json
+
     people = _store().load()
     if file is None:
         if json_output:
@@ -419,6 +418,8 @@ def invite(
     if not confirm(f"Bestätigungsmail an {count} {whom} senden?", yes):
         out.print("Nichts gesendet.")
         raise typer.Exit(1)
+    from newsletter.signup import invite_pending
+
     sent = invite_pending(workspace, emails or None, without_proof=without_proof)
     for email in sent:
         out.print(Text(f"  Bestätigungsmail an {email}"), soft_wrap=True)
@@ -444,6 +445,9 @@ def proof(
     Beispiel: [bold]newsletter subscribers proof anna@example.org --out nachweis-anna.html[/]
     """
     workspace = current_workspace()
+    from newsletter.importer import private_file
+    from newsletter.proof import consent_record, render_html
+
     record = consent_record(SubscriberStore(workspace.subscribers_path).load().require(email))
     if out_file is not None:
         as_json = out_file.suffix.lower() == ".json"
@@ -465,6 +469,8 @@ def proof(
 
 
 def _print_proof(record: ConsentRecord) -> None:
+    from newsletter.proof import BASIS_LABELS, RECORDED
+
     out.print(Text(f"Nachweis der Einwilligung: {record.email}", style="bold"), soft_wrap=True)
     facts = Table.grid(padding=(0, 2))
     facts.add_column(style="dim")
@@ -504,6 +510,8 @@ def prune(
     """
     workspace = current_workspace()
     days = workspace.config.web.confirm_days
+    from newsletter.signup import prune_pending
+
     expired = prune_pending(SubscriberStore(workspace.subscribers_path), dt.timedelta(days=days),
                             dry_run=dry_run)
     if json_output:

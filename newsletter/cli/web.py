@@ -7,7 +7,6 @@ import logging
 import typer
 
 from newsletter.cli.app import app, current_workspace, err, out
-from newsletter.transport import make_transport
 
 
 @app.command()
@@ -30,6 +29,8 @@ def serve(
     config = workspace.config
     web_app = WebApp(workspace)
     # Fails now, not at the first sign-up, if the SMTP password is missing.
+    from newsletter.transport import make_transport
+
     transport = make_transport(config.smtp, workspace.outbox_dir / "web", config.path.parent)
     transport.close()
     server = create_server(web_app, host or config.web.host, port or config.web.port)
