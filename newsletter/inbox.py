@@ -57,7 +57,7 @@ from newsletter.transport import ask_password, tls_context
 from newsletter.workspace import Workspace
 
 PASSWORD_ENV = "NEWSLETTER_IMAP_PASSWORD"  # noqa: S105 - the variable's name, not a password
-BATCH = 500  # mails whose changes are applied together: one rewrite of the subscriber file per batch
+BATCH = 1000  # mails whose changes are applied together: one rewrite of the subscriber file per batch
 FETCH = 50   # mails fetched per IMAP round trip; their bytes are dropped once they are read
 LARGE = 2_000_000  # bytes; a larger mail (a reply with photos) is judged by its headers alone
 RECENT = 14 * 86400  # a bounce matched only by its recipient counts for a message this recent
@@ -567,8 +567,8 @@ class Actor:
             by_journal.setdefault(bounce[0].journal, []).append(bounce)
         for path, bounces in by_journal.items():
             with SendJournal(path) as journal:
-                for sent, severity, status, diagnostic in bounces:
-                    journal.record_bounce(sent.row.seq, severity, status, diagnostic, when)
+                journal.record_bounces(((sent.row.seq, severity, status, diagnostic)
+                                        for sent, severity, status, diagnostic in bounces), when)
         if self.statuses:
             with self.store.change() as people:
                 for subscriber_id, _, event in self.statuses:

@@ -459,15 +459,17 @@ class SendJournal:
                                      (SENT, UNKNOWN))
             return [Row(*values) for values in cursor]
 
-    def record_bounce(self, seq: int, kind: str, status: str, diagnostic: str, when: str) -> bool:
-        """Note a bounce that came back for this row; a hard one is never weakened by a later soft
-        one. False if the row already says exactly this (a mail read twice changes nothing)."""
+    def record_bounces(self, bounces: Iterable[tuple[int, str, str, str]], when: str) -> int:
+        """Note bounces that came back (row seq, kind, status, diagnostic), in one synced commit.
+        A hard bounce is never weakened by a later soft one, and a row that already says exactly
+        this is left alone (a mail read twice changes nothing). Returns how many rows changed."""
         with self._write():
-            return self.db.execute(
+            return sum(self.db.execute(
                 "UPDATE recipients SET bounce_kind = ?, bounce_status = ?, bounce_diagnostic = ?, bounced_at = ?"
                 " WHERE seq = ? AND NOT (COALESCE(bounce_kind, '') = 'hard' AND ? != 'hard')"
                 " AND NOT (COALESCE(bounce_kind, '') = ? AND COALESCE(bounce_status, '') = ?)",
-                (kind, status, diagnostic, when, seq, kind, kind, status)).rowcount == 1
+                (kind, status, diagnostic, when, seq, kind, kind, status)).rowcount for seq, kind, status, diagnostic
+                in bounces)
 
     def bounce_counts(self) -> dict[str, int]:
         with self._sqlite_errors():

@@ -217,22 +217,27 @@ def _complaint(msg: Message, found: Returned, our_ids: re.Pattern[str]) -> Retur
 # -- helpers ----------------------------------------------------------------------------------
 
 
+def _parts(msg: Message) -> list[tuple[str, Message]]:
+    """Every part with its content type, worked out once per mail (the checks ask many times)."""
+    memo = vars(msg)
+    if "_typed_parts" not in memo:
+        memo["_typed_parts"] = [(part.get_content_type(), part) for part in msg.walk()]
+    return memo["_typed_parts"]
+
+
 def _part(msg: Message, content_type: str) -> Message | None:
-    for part in msg.walk():
-        if part.get_content_type() == content_type:
-            return part
-    return None
+    return next((part for kind, part in _parts(msg) if kind == content_type), None)
 
 
 def _returned_text(msg: Message) -> str:
     """The headers (and what is kept of the body) of the message a report returns to us."""
-    for part in msg.walk():
-        if part.get_content_type() in ("message/rfc822", "message/global"):
+    for kind, part in _parts(msg):
+        if kind in ("message/rfc822", "message/global"):
             payload = part.get_payload()
             inner = payload[0] if isinstance(payload, list) and payload else None
             if isinstance(inner, Message):
                 return inner.as_string()
-        if part.get_content_type() in ("text/rfc822-headers", "text/global-headers"):
+        if kind in ("text/rfc822-headers", "text/global-headers"):
             return _decoded(part)
     return _text(msg)
 
@@ -256,12 +261,14 @@ def _auto_submitted(msg: Message) -> bool:
 
 def _text(msg: Message) -> str:
     """The mail's plain text (first text/plain part, else text/html without tags), for looking, never keeping."""
-    plain = next((p for p in msg.walk() if p.get_content_type() == "text/plain"
-                  and not str(p.get("Content-Disposition", "")).startswith("attachment")), None)
-    if plain is not None:
-        return _decoded(plain)
-    rich = next((p for p in msg.walk() if p.get_content_type() == "text/html"), None)
-    return re.sub(r"<[^>]+>", " ", _decoded(rich)) if rich is not None else ""
+    memo = vars(msg)
+    if "_text" not in memo:
+        plain = next((p for kind, p in _parts(msg) if kind == "text/plain"
+                      and not str(p.get("Content-Disposition", "")).startswith("attachment")), None)
+        rich = next((p for kind, p in _parts(msg) if kind == "text/html"), None)
+        memo["_text"] = (_decoded(plain) if plain is not None
+                         else re.sub(r"<[^>]+>", " ", _decoded(rich)) if rich is not None else "")
+    return memo["_text"]
 
 
 def _decoded(part: Message) -> str:
