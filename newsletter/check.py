@@ -11,13 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from newsletter import prose
+from newsletter.config import HTTPS_ONLY
 from newsletter.doctor import doctor_hint
 from newsletter.errors import IssueError
 from newsletter.issue import FENCE, Issue
 from newsletter.merge import ANY_FIELD, FIELD, Slot, is_title, recipient_values
 from newsletter.message import MessageFactory, Recipient, validate_message
 from newsletter.render import RenderedIssue, markdown, protect_fields, render_issue
-from newsletter.subscribers import SubscriberStore
 from newsletter.workspace import SKELETON_DIR, Workspace, default_templates_dir
 
 GMAIL_CLIP_BYTES = 100_000
@@ -84,8 +84,7 @@ def check_issue(workspace: Workspace, issue: Issue) -> CheckReport:
     if not config.base_url:
         error("[newsletter] base_url fehlt; ohne sie hat die Mail keinen Abmeldelink", str(config.path))
     elif not config.base_url.startswith("https://"):
-        error("[newsletter] base_url muss mit https:// beginnen (Ein-Klick-Abmeldung nach RFC 8058)",
-              config_line("newsletter", "base_url"))
+        error(HTTPS_ONLY, config_line("newsletter", "base_url"))
     for key, example in _init_examples().items():
         if getattr(config.newsletter, key) == example:
             error(f"[newsletter] {key} ist noch das Beispiel „{example}“ aus `newsletter init`: {EXAMPLE_KEYS[key]}",
@@ -202,7 +201,7 @@ def _check_names(workspace: Workspace, issue: Issue, slots: list[Slot],
     missing: Counter[str] = Counter()
     titles: Counter[str] = Counter()
     readers = 0
-    for person in SubscriberStore(workspace.subscribers_path).active():
+    for person in workspace.store().active():
         readers += 1
         values = recipient_values(person.email, person.name)
         missing.update(name for name in bare if not values[name])

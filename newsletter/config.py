@@ -114,7 +114,9 @@ class WebSettings:
     welcome_mail: bool = True
     trust_proxy: bool = False
     signups_per_hour: int = 10            # sign-ups from one IP address
-    mails_per_address_per_day: int = 3    # confirmation mails to one address
+    mails_per_address_per_day: int = 3    # confirmation mails to one mailbox (+tags and Gmail's dots are one)
+    mails_per_domain_per_day: int = 100   # confirmation mails to one domain: a ceiling against floods
+    form_page: str = ""                   # the page with the sign-up form, recorded as consent evidence
     privacy_url: str = ""                 # the privacy notice the sign-up form links to
 
 
@@ -144,6 +146,9 @@ class Config:
     def base_url(self) -> str:
         return self.newsletter.base_url.rstrip("/")
 
+
+# `check` and `serve` refuse a plain-http base_url with the same words.
+HTTPS_ONLY = "[newsletter] base_url muss mit https:// beginnen (Ein-Klick-Abmeldung nach RFC 8058)"
 
 SECTIONS: dict[str, type] = {
     "newsletter": NewsletterSettings,
@@ -410,7 +415,7 @@ def _validate(config: Config) -> None:
         fail("[web] confirm_days", "muss mindestens 1 sein")
     if not 0 < web.port <= 65535:
         fail("[web] port", f"{web.port} ist kein gültiger Port")
-    for key in ("signups_per_hour", "mails_per_address_per_day"):
+    for key in ("signups_per_hour", "mails_per_address_per_day", "mails_per_domain_per_day"):
         if getattr(web, key) < 1:
             fail(f"[web] {key}", "muss mindestens 1 sein")
     imap = config.imap
@@ -426,6 +431,8 @@ def _validate(config: Config) -> None:
         fail("[imap] tls_ca_file", f'"{imap.tls_ca_file}" nicht gefunden')
     if web.privacy_url and not re.fullmatch(r"https?://\S+", web.privacy_url):
         fail("[web] privacy_url", f'"{web.privacy_url}" ist keine Adresse wie "https://example.org/datenschutz"')
+    if web.form_page and not re.fullmatch(r"https?://\S+", web.form_page):
+        fail("[web] form_page", f'"{web.form_page}" ist keine Adresse wie "https://example.org/newsletter"')
 
 
 def _resolve(config_path: Path, value: str) -> Path:

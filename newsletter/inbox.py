@@ -48,7 +48,6 @@ from newsletter.subscribers import (
     UNSUBSCRIBED_EVENT,
     Event,
     SubscriberList,
-    SubscriberStore,
     email_key,
     now,
 )
@@ -468,7 +467,7 @@ class Actor:
         self.sent = sent
         self.dry_run = dry_run
         self.secret = workspace.secret()
-        self.store = SubscriberStore(workspace.subscribers_path)
+        self.store = workspace.store()
         self.limit = workspace.config.imap.soft_bounce_limit
         self.bounces: list[tuple[Sent, str, str, str]] = []     # (row, severity, status, diagnostic)
         self.statuses: list[tuple[str, str, Event]] = []        # (subscriber id, address, what happened)

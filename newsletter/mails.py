@@ -86,7 +86,7 @@ class Button:
 
 
 def build_mail(workspace: Workspace, kind: str, to: str, values: dict[str, Any],
-               unsubscribe_url: str = "") -> Mail:
+               unsubscribe_url: str = "", message_id: str = "") -> Mail:
     """Fill templates/<kind>.md with `values` and wrap it as a message to `to`.
 
     The front matter is split off before Jinja runs, so a value with quotes cannot break the TOML.
@@ -114,7 +114,7 @@ def build_mail(workspace: Workspace, kind: str, to: str, values: dict[str, Any],
     if bool(button.text) != bool(button.url):
         raise NewsletterError(f"templates/{name}: button_text und button_url gehören zusammen")
     return compose(workspace, to, subject, body, unsubscribe_url, preheader=preheader,
-                   button=button if button.url else None)
+                   button=button if button.url else None, message_id=message_id)
 
 
 def split_front_matter(name: str, text: str) -> tuple[dict[str, Any], str]:
@@ -132,9 +132,15 @@ def split_front_matter(name: str, text: str) -> tuple[dict[str, Any], str]:
     return meta, "\n".join(lines[end + 1:]).strip() + "\n"
 
 
+def new_message_id(domain: str) -> str:
+    return f"<{secrets.token_hex(12)}@{domain}>"
+
+
 def compose(workspace: Workspace, to: str, subject: str, body: str, unsubscribe_url: str = "",
-            preheader: str = "", button: Button | None = None) -> Mail:
-    """multipart/alternative (text first, then HTML in the issues' design), From/Message-ID on the sender's domain."""
+            preheader: str = "", button: Button | None = None, message_id: str = "") -> Mail:
+    """multipart/alternative (text first, then HTML in the issues' design), From/Message-ID on the sender's domain.
+
+    `message_id` is one chosen earlier (a sign-up's history names its mail before it is built)."""
     config = workspace.config
     nl = config.newsletter
     language = nl.language
@@ -173,7 +179,7 @@ def compose(workspace: Workspace, to: str, subject: str, body: str, unsubscribe_
         message.set_raw("Reply-To", address_header("", nl.reply_to, "Reply-To"))
     message.set_raw("Subject", encode_text(subject, "Subject"))
     message["Date"] = formatdate(localtime=True)
-    message["Message-ID"] = f"<{secrets.token_hex(12)}@{domain}>"
+    message["Message-ID"] = message_id or new_message_id(domain)
     message["Auto-Submitted"] = "auto-generated"  # RFC 3834: no vacation replies to this
     if unsubscribe_url:  # as MessageFactory writes them: one line each, never encoded
         message.set_raw("List-Id", list_id_value(nl.name, config.list_id))

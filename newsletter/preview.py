@@ -9,7 +9,7 @@ from newsletter.errors import IssueError, SubscriberError
 from newsletter.issue import Issue
 from newsletter.merge import fill, recipient_values, split_slots
 from newsletter.render import protect_fields
-from newsletter.subscribers import Subscriber, SubscriberStore
+from newsletter.subscribers import Subscriber
 from newsletter.tokens import unsubscribe_subject, unsubscribe_url
 from newsletter.workspace import Workspace
 
@@ -33,7 +33,7 @@ class Preview:
 
 def sample_recipient(workspace: Workspace, email: str | None = None) -> Subscriber:
     """The person a preview is made for: --as EMAIL, else the first active subscriber, else a sample."""
-    people = SubscriberStore(workspace.subscribers_path).load()
+    people = workspace.store().load()
     if email:
         found = people.get(email)
         if found is None:

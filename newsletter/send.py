@@ -128,28 +128,31 @@ def _iso(when: float | None) -> str | None:
     return None if when is None else dt.datetime.fromtimestamp(when).astimezone().isoformat(timespec="seconds")
 
 
-def file_stamp(path: Path) -> tuple[int, int, int]:
-    """Which version of a file this is: an atomic rewrite changes at least one of these."""
+def file_stamp(store: SubscriberStore) -> tuple[int, ...]:
+    """Which version of the list this is: an atomic rewrite of the file changes one of the first
+    three, a change appended to the log (an unsubscribe just answered) the last."""
+    path = store.path
     try:
         info = path.stat()
     except FileNotFoundError:
         raise NewsletterError(f"{path}: die Abonnent:innen-Datei fehlt; Versand angehalten, "
                               "nichts übersprungen") from None
-    return (info.st_mtime_ns, info.st_size, info.st_ino)
+    last = store.changes.last_seq() if store.changes is not None else 0
+    return (info.st_mtime_ns, info.st_size, info.st_ino, last)
 
 
 @dataclass(frozen=True)
 class Audience:
     """The active, confirmed subscribers (id, email, name) as one version of the file has them."""
 
-    stamp: tuple[int, int, int] | None  # None: there is no subscriber file
+    stamp: tuple[int, ...] | None  # None: there is no subscriber file
     people: list[tuple[str, str, str]]
 
 
 def read_audience(store: SubscriberStore) -> Audience:
     if not store.path.exists():
         return Audience(None, [])
-    stamp = file_stamp(store.path)  # before reading: a rewrite meanwhile only means one more read later
+    stamp = file_stamp(store)  # before reading: a rewrite meanwhile only means one more read later
     return Audience(stamp, [(s.id, s.email, s.name) for s in store.active()])
 
 
@@ -158,14 +161,14 @@ class SubscriberWatch:
 
     def __init__(self, store: SubscriberStore, audience: Audience | None = None) -> None:
         self.store = store
-        self._stamp: tuple[int, int, int] | None = audience.stamp if audience else None
+        self._stamp: tuple[int, ...] | None = audience.stamp if audience else None
         self.active: frozenset[str] = frozenset(p[0] for p in audience.people) if audience else frozenset()
         self._lock = threading.Lock()
 
     def refresh(self) -> frozenset[str]:
         """The ids still active. A missing or unreadable file stops the send: it never means "everyone left"."""
         with self._lock:
-            stamp = file_stamp(self.store.path)
+            stamp = file_stamp(self.store)
             if stamp != self._stamp:
                 self.active = frozenset(s.id for s in self.store.active())
                 self._stamp = stamp  # only after a good read: a broken file is read (and refused) again
@@ -562,7 +565,7 @@ def plan_send(workspace: Workspace, issue: Issue, mailbox: bool = True, dry_run:
         _refuse_a_second_send_under_a_new_name(workspace, issue)
     found, problem = read_mailbox_first(workspace, dry_run) if mailbox else ("", "")
     if journal is None:
-        audience = read_audience(SubscriberStore(workspace.subscribers_path))
+        audience = read_audience(workspace.store())
         if not audience.people:
             raise NewsletterError("keine aktiven, bestätigten Abonnent:innen; nichts zu senden")
         return SendPlan(issue, report, report.rendered, path, len(audience.people), None, audience,
@@ -601,8 +604,8 @@ def open_journal(workspace: Workspace, plan: SendPlan) -> SendJournal:
     """Open the issue's journal, freezing today's active subscribers on the first run."""
     journal = SendJournal(plan.journal_path)
     if not journal.frozen:
-        store = SubscriberStore(workspace.subscribers_path)
-        if plan.audience is None or file_stamp(store.path) != plan.audience.stamp:  # changed since the plan
+        store = workspace.store()
+        if plan.audience is None or file_stamp(store) != plan.audience.stamp:  # changed since the plan
             plan.audience = read_audience(store)
         journal.freeze(plan.audience.people, {
             "issue": str(plan.issue.path.name), "subject": plan.issue.subject,
@@ -650,7 +653,7 @@ def send_issue(workspace: Workspace, plan: SendPlan, *, retry_unknown: bool = Fa
                     journal.retry(FAILED)
                 changed = journal.meta("content") not in (None, content_hash(plan.rendered))
                 factory = MessageFactory(plan.rendered, workspace.config, workspace.secret())
-                run = SendRun(journal, factory, transports, SubscriberStore(workspace.subscribers_path),
+                run = SendRun(journal, factory, transports, workspace.store(),
                               options_from(workspace), workspace.journal_dir, progress=progress, clock=clock,
                               audience=plan.audience)
                 on_run(run)
@@ -709,7 +712,7 @@ def dry_run(workspace: Workspace, plan: SendPlan, offline: bool = False) -> DryR
     TLS, log in and quit, without a MAIL FROM. A problem there raises the same TransportError
     the real send would."""
     factory = MessageFactory(plan.rendered, workspace.config, workspace.secret())
-    people = list(SubscriberStore(workspace.subscribers_path).active())
+    people = list(workspace.store().active())
     problems = [Problem(person.email, rule) for person in people
                 for rule in validate_message(factory.build(Recipient(person.id, person.email, person.name)).data)]
     connection = ""

@@ -1,41 +1,42 @@
 """Double opt-in on the subscriber file: sign-up, confirmation, unsubscribe, and pruning what was never confirmed.
 
-The web app only turns HTTP into calls of `Signups`. Every change of the subscriber file happens
-here, through `SubscriberStore.change()` (lock, read, change, atomic write), and mails go out only
-after the lock is released, so a slow mail server never holds up a send or an import.
+The web app only turns HTTP into calls of `Signups`. A request appends its change to the change
+log and is answered (`newsletter.changes`: durable in milliseconds at any list size); a writer
+thread applies the log to the file in batches, and mails go out on a thread of their own after
+that, so neither a large list nor a slow mail server holds up an answer, a send or an import.
 """
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
+import ipaddress
 import logging
 import queue
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.parser import BytesHeaderParser
-from typing import Any
 from urllib.parse import urlsplit
 
+from newsletter.changes import CONFIRM as CONFIRM_CHANGE
+from newsletter.changes import SIGN_UP, MailDue, apply_changes, may_confirm
+from newsletter.changes import UNSUBSCRIBE as UNSUBSCRIBE_CHANGE
 from newsletter.config import Config
 from newsletter.errors import NewsletterError, SubscriberError
-from newsletter.mails import CONFIRM_MAIL, WELCOME_MAIL, Mail, build_mail
+from newsletter.mails import CONFIRM_MAIL, WELCOME_MAIL, Mail, build_mail, new_message_id
 from newsletter.subscribers import (
     ACTIVE,
-    CONFIRMED,
     INVITED,
     PENDING,
-    SIGNUP,
-    UNSUBSCRIBED,
     Event,
     Subscriber,
     SubscriberList,
     SubscriberStore,
     clean_name,
     email_key,
-    latest,
     needs_fresh_confirmation,
     normalize_email,
     now,
@@ -49,6 +50,8 @@ log = logging.getLogger(__name__)
 
 SOURCE = "web"
 DAY = 86400
+LINK_REPEATS = 30   # requests per IP in 10 minutes that change nothing (forged or used links)
+WRITE_PAUSE = 0.5   # seconds between two rewrites of the file by `serve`
 
 # What a sign-up, confirmation or unsubscribe came to; the web app picks the page by it.
 INVALID = "invalid"      # a form with mistakes, or a link that is forged, damaged or expired
@@ -66,7 +69,6 @@ class SignupForm:
     name: str = ""
     consent: bool = False
     honeypot: str = ""  # a field people never see; bots fill it in
-    page: str = ""      # the page the form was on (hidden field or Referer)
 
 
 @dataclass(frozen=True)
@@ -82,22 +84,31 @@ def consent_text(config: Config) -> str:
 
 
 class RateLimit:
-    """At most `limit` events per key within `window` seconds; in memory, so a restart forgets."""
+    """At most `limit` events per key within `window` seconds; in memory, so a restart forgets.
 
-    def __init__(self, limit: int, window: float, clock: Callable[[], float]) -> None:
+    Its memory is bounded: beyond `max_keys` the key seen longest ago is forgotten, so a flood
+    of made-up keys costs a fixed amount of memory and forgets only strangers.
+    """
+
+    def __init__(self, limit: int, window: float, clock: Callable[[], float], max_keys: int = 10_000) -> None:
         self.limit = limit
         self.window = window
         self.clock = clock
-        self._events: dict[str, deque[float]] = {}
+        self.max_keys = max_keys
+        self._events: OrderedDict[str, deque[float]] = OrderedDict()
         self._lock = threading.Lock()
 
     def allow(self, key: str) -> bool:
         """Count one event for `key`; False (and not counted) when the limit is reached."""
         moment = self.clock()
         with self._lock:
-            if len(self._events) > 10_000:
-                self._forget_idle(moment)
-            events = self._events.setdefault(key, deque())
+            events = self._events.get(key)
+            if events is None:
+                events = self._events[key] = deque()
+                if len(self._events) > self.max_keys:
+                    self._events.popitem(last=False)
+            else:
+                self._events.move_to_end(key)
             while events and events[0] <= moment - self.window:
                 events.popleft()
             if len(events) >= self.limit:
@@ -105,13 +116,31 @@ class RateLimit:
             events.append(moment)
             return True
 
-    def _forget_idle(self, moment: float) -> None:
-        for key in [k for k, events in self._events.items() if not events or events[-1] <= moment - self.window]:
-            del self._events[key]
+    def __len__(self) -> int:
+        return len(self._events)
+
+
+GMAIL = frozenset({"gmail.com", "googlemail.com"})
+
+
+def mailbox_key(email: str) -> str:
+    """The mailbox an address reaches: without +tag, and without the dots Gmail ignores.
+
+    `anna+1@`, `anna+2@` and `a.n.n.a@gmail.com` are one inbox, so they share one limit.
+    """
+    local, _, domain = email_key(email).rpartition("@")
+    local = local.split("+", 1)[0] or local
+    if domain in GMAIL:
+        local, domain = local.replace(".", ""), "gmail.com"
+    return f"{local}@{domain}"
 
 
 class Signups:
-    """Sign-up, confirmation and unsubscribe for one workspace, shared by all requests of `serve`."""
+    """Sign-up, confirmation and unsubscribe for one workspace, shared by all requests of `serve`.
+
+    Every change is appended to the change log and answered; the writer thread applies the log
+    to the subscriber file in batches and hands the mails that calls for to the mail thread.
+    """
 
     def __init__(self, workspace: Workspace, clock: Callable[[], float] = time.time) -> None:
         self.workspace = workspace
@@ -121,18 +150,31 @@ class Signups:
         web = self.config.web
         self.per_ip = RateLimit(web.signups_per_hour, 3600, clock)
         self.per_address = RateLimit(web.mails_per_address_per_day, DAY, clock)
+        self.per_domain = RateLimit(web.mails_per_domain_per_day, DAY, clock)
+        # Requests that change nothing (a forged, expired or already used link): per IP, never
+        # counted for a link's first use, so Gmail's one-click servers are never turned away.
+        self.per_ip_links = RateLimit(LINK_REPEATS, 600, clock)
+        self._unsubscribed: OrderedDict[str, None] = OrderedDict()  # ids answered here, newest last
+        self.store = workspace.store()
+        assert self.store.changes is not None
+        self.log = self.store.changes
+        self._file: tuple[tuple[int, int, int], SubscriberList] | None = None
         self._password: str | None = None  # asked for once (password_command may ask a keyring)
         self.outgoing = MailQueue(self._deliver)
+        self._queued: set[int] = set()
+        self._wake = threading.Event()
+        self._wake.set()  # at start: apply what a killed predecessor left in the log
+        self._writing = threading.Lock()
+        self._stopped = threading.Event()
+        self.writer = threading.Thread(target=self._write_loop, name="changes", daemon=True)
+        self.writer.start()
 
-    @property
-    def store(self) -> SubscriberStore:
-        return SubscriberStore(self.workspace.subscribers_path)
+    def sign_up(self, form: SignupForm, ip: str, page: str = "") -> SignupResult:
+        """Append a sign-up (with its consent record) to the change log; the writer decides.
 
-    def sign_up(self, form: SignupForm, ip: str) -> SignupResult:
-        """Store a pending sign-up with its consent record and mail the confirmation link.
-
-        Whether the address is new, pending, active or suppressed, the result is the same
-        RECEIVED, so the form cannot be used to find out who is on the list.
+        Whether the address is new, pending, active, unsubscribed or erased, this does the same
+        work and gives the same RECEIVED, so neither timing nor answer tells who is on the list.
+        `page` is the evidence of where the form was, already checked against her own domains.
         """
         problems = []
         try:
@@ -147,102 +189,146 @@ class Signups:
             return SignupResult(RECEIVED)
         if not self.per_ip.allow(ip):
             return SignupResult(TOO_MANY)
-        if not self.per_address.allow(email_key(email)):
-            log.info("Anmeldung: zu viele Bestätigungsmails an dieselbe Adresse, diese übersprungen")
+        mailbox = mailbox_key(email)
+        if not self.per_address.allow(mailbox) or not self.per_domain.allow(mailbox.rpartition("@")[2]):
+            log.info("Anmeldung: zu viele Bestätigungsmails an dieselbe Adresse oder Domain, diese übersprungen")
             return SignupResult(RECEIVED)
-        details: dict[str, Any] = {
-            "signup_ip": ip, "signup_page": signup_page(form.page), "consent_text": consent_text(self.config),
-            "consent_version": self.config.newsletter.consent_version,
-        }
-        signed = Event(SIGNUP, now(), ip=ip, page=details["signup_page"], consent_text=details["consent_text"],
-                       consent_version=details["consent_version"])
-        with self.store.change() as people:
-            if people.is_suppressed(email):
-                return SignupResult(RECEIVED)
-            person = people.get(email)
-            if person is None:
-                person = people.add(email, form.name, status=PENDING, source=SOURCE, event=signed, **details)
-            elif person.status == ACTIVE:
-                return SignupResult(RECEIVED)
-            elif person.status == PENDING:  # a second try: this sign-up's consent is the one to confirm
-                if clean_name(form.name):
-                    people.set_name(person, form.name)
-                person.source, person.subscribed_at = SOURCE, now()
-                for key, value in details.items():
-                    setattr(person, key, value)
-                people.record(person, signed)
-            # Someone who left stays left, their record untouched, until the mailbox owner
-            # confirms: a stranger typing the address into the form changes nothing but this mail.
-            mail = confirmation_mail(self.workspace, self.secret, person.id, person.email, int(self.clock()))
-            if person.status == PENDING:
-                person.invited_at = now()
-                people.record(person, invitation(mail))
-        self.outgoing.put(mail, CONFIRM_MAIL)  # after the answer: its timing must not tell who is listed
+        sender_domain = self.config.newsletter.from_email.rpartition("@")[2]
+        self.log.append(SIGN_UP, "", now(), email=email, name=clean_name(form.name), ip=ip, page=page,
+                        consent_text=consent_text(self.config), consent_version=self.config.newsletter.consent_version,
+                        message_id=new_message_id(sender_domain))
+        self._wake.set()
         return SignupResult(RECEIVED)
 
     def _confirmed_id(self, token: str) -> str | None:
         return verify_token(self.secret, token, CONFIRM, max_age=self.config.web.confirm_days * DAY,
                             now=self.clock())
 
+    def person(self, subscriber_id: str) -> Subscriber | None:
+        """One person as the list has them now: the file (parsed again only when it changed) and the log."""
+        try:
+            info = self.store.path.stat()
+            stamp = (info.st_mtime_ns, info.st_size, info.st_ino)
+        except FileNotFoundError:
+            stamp = (0, 0, 0)
+        cached = self._file
+        if cached is None or cached[0] != stamp:
+            cached = self._file = (stamp, self.store.load_file())
+        person = cached[1].by_id(subscriber_id)
+        pending = [c for c in self.log.pending() if c.subscriber_id == subscriber_id]
+        if person is not None and pending:
+            person = copy.deepcopy(person)
+            apply_changes(SubscriberList([person]), pending)
+        return person
+
+    def _confirm_state(self, token: str) -> tuple[str, str]:
+        """(outcome, id): INVALID, DONE (nothing left to confirm) or ASK."""
+        subscriber_id = self._confirmed_id(token)
+        person = self.person(subscriber_id) if subscriber_id else None
+        if person is None or subscriber_id is None or not may_confirm(person, _issued_at(token)):
+            return INVALID, ""
+        done = person.status == ACTIVE and not needs_fresh_confirmation(person)
+        return (DONE if done else ASK), subscriber_id
+
     def check_confirm(self, token: str) -> str:
         """What the confirmation page should show; changes nothing (mail scanners open links)."""
-        subscriber_id = self._confirmed_id(token)
-        person = self.store.load().by_id(subscriber_id) if subscriber_id else None
-        if person is None or not _may_confirm(person, token):
-            return INVALID
-        return DONE if person.status == ACTIVE and not needs_fresh_confirmation(person) else ASK
+        return self._confirm_state(token)[0]
 
     def confirm(self, token: str, ip: str) -> str:
         """Make a sign-up active, with the time and IP of the confirmation; idempotent.
 
-        Someone who had left comes back only with a link issued after they left, and with a
-        fresh consent record: this sign-up's time and the consent text as it is now. Every
-        confirmation records the consent text and version in force when it happened; an active
-        person imported without evidence ("kein DOI-Nachweis") confirms the same way.
+        Someone who had left comes back only with a link issued after they left (see
+        `newsletter.changes.may_confirm`), with a fresh consent record. Every confirmation
+        records the consent text and version in force when it happened.
         """
-        subscriber_id = self._confirmed_id(token)
-        if subscriber_id is None:
-            return INVALID
-        with self.store.change() as people:
-            person = people.by_id(subscriber_id)
-            if person is None or not _may_confirm(person, token):
-                return INVALID
-            if person.status == ACTIVE and not needs_fresh_confirmation(person):
-                return DONE
-            welcome = person.status != ACTIVE
-            if person.status not in (PENDING, ACTIVE):  # the sign-up is known by its link alone
-                person.source, person.subscribed_at = SOURCE, _issued_at(token)
-                person.signup_ip, person.signup_page = "", ""
-                person.consent_text, person.consent_version = "", ""
-                people.record(person, Event(SIGNUP, _issued_at(token), source="Bestätigungslink"))
-            record_confirmation(people, person, ip, consent_text(self.config), self.config.newsletter.consent_version)
-            email = person.email
-        if welcome and self.config.web.welcome_mail:
-            self._welcome(subscriber_id, email)
+        outcome, subscriber_id = self._confirm_state(token)
+        if outcome == INVALID:
+            return INVALID if self.per_ip_links.allow(ip) else TOO_MANY
+        if outcome == ASK:
+            self.log.append(CONFIRM_CHANGE, subscriber_id, now(), ip=ip, issued_at=int(token.split(".")[1]),
+                            consent_text=consent_text(self.config),
+                            consent_version=self.config.newsletter.consent_version,
+                            welcome=self.config.web.welcome_mail)
+            self._wake.set()
+        elif not self.per_ip_links.allow(ip):
+            return TOO_MANY
         return DONE
-
-    def _welcome(self, subscriber_id: str, email: str) -> None:
-        """Sent once, on the step to active; the confirmation stands even if this mail fails."""
-        try:
-            leave = unsubscribe_url(self.config.base_url, self.secret, subscriber_id)
-            mail = build_mail(self.workspace, WELCOME_MAIL, email, {"unsubscribe_url": leave}, unsubscribe_url=leave)
-            self.outgoing.put(mail, WELCOME_MAIL)
-        except NewsletterError as exc:
-            log.warning("Willkommensmail nicht gesendet: %s", exc)
 
     def check_unsubscribe(self, token: str) -> str:
         """ASK for a genuine link, INVALID otherwise; reads nothing and changes nothing."""
         return ASK if verify_token(self.secret, token, UNSUBSCRIBE) else INVALID
 
-    def unsubscribe(self, token: str) -> str:
-        """Mark the person unsubscribed; a second click, or a person already erased, is DONE too."""
+    def unsubscribe(self, token: str, ip: str = "") -> str:
+        """Append the unsubscribe to the change log: it counts from this answer on.
+
+        A link used again (a second click, a replay from many clients) changes nothing and
+        costs nothing but a rate-limit count.
+        """
         subscriber_id = verify_token(self.secret, token, UNSUBSCRIBE)
         if subscriber_id is None:
-            return INVALID
-        self.store.update_status(subscriber_id, UNSUBSCRIBED, source="Abmeldelink")
+            return INVALID if self.per_ip_links.allow(ip) else TOO_MANY
+        if subscriber_id in self._unsubscribed:
+            return DONE if self.per_ip_links.allow(ip) else TOO_MANY
+        self.log.append(UNSUBSCRIBE_CHANGE, subscriber_id, now(), source="Abmeldelink")
+        self._unsubscribed[subscriber_id] = None
+        if len(self._unsubscribed) > 100_000:
+            self._unsubscribed.popitem(last=False)
+        self._wake.set()
         return DONE
 
-    def _deliver(self, mail: Mail, kind: str) -> None:
+    # -- the writer ------------------------------------------------------------------------
+
+    def _write_loop(self) -> None:
+        """Apply the log in batches: right after a change, then at most every half second, so a
+        burst costs a few rewrites, and the lock is free in between for a CLI command waiting."""
+        while not self._stopped.is_set():
+            self._wake.wait(timeout=5)
+            self._wake.clear()
+            try:
+                self.apply()
+            except NewsletterError as exc:  # the file is locked long or broken: the log keeps everything
+                log.error("Änderungen noch nicht in die Datei geschrieben: %s", exc)
+            except Exception:
+                log.exception("Änderungen noch nicht in die Datei geschrieben")
+            self._stopped.wait(WRITE_PAUSE)
+
+    def apply(self) -> None:
+        """Write what the log holds into the file (one rewrite), then queue the mails it calls for."""
+        with self._writing:
+            if self.log.pending():
+                with self.store.change():
+                    pass  # taking the lock applies every pending change
+            for mail in self.log.mails_due():
+                if mail.seq not in self._queued:
+                    self._queued.add(mail.seq)
+                    self.outgoing.put(mail)
+
+    def settle(self) -> None:
+        """Apply everything now and wait until its mails are handed over (tests, and `serve` on its way out)."""
+        self.apply()
+        self.outgoing.join()
+
+    def close(self) -> None:
+        self._stopped.set()
+        self._wake.set()
+        self.writer.join(timeout=30)
+        self.settle()
+
+    def _deliver(self, due: MailDue) -> None:
+        """Build and send one mail a change called for; its log row goes either way (the failure is logged)."""
+        try:
+            if due.kind == CONFIRM_MAIL:
+                mail = confirmation_mail(self.workspace, self.secret, due.subscriber_id, due.email, due.issued_at,
+                                         message_id=due.message_id)
+            else:
+                leave = unsubscribe_url(self.config.base_url, self.secret, due.subscriber_id)
+                mail = build_mail(self.workspace, WELCOME_MAIL, due.email, {"unsubscribe_url": leave},
+                                  unsubscribe_url=leave)
+            self._send(mail, due.kind)
+        finally:
+            self.log.sent(due)
+
+    def _send(self, mail: Mail, kind: str) -> None:
         config = self.config
         if self._password is None and config.smtp.host:
             self._password = smtp_password(config.smtp)
@@ -259,14 +345,14 @@ class Signups:
 class MailQueue:
     """Sends mails on a thread of its own, after the answer went out; a failure is logged."""
 
-    def __init__(self, deliver: Callable[[Mail, str], None]) -> None:
+    def __init__(self, deliver: Callable[[MailDue], None]) -> None:
         self.deliver = deliver
-        self.queue: queue.Queue[tuple[Mail, str]] = queue.Queue()
+        self.queue: queue.Queue[MailDue] = queue.Queue()
         self.thread = threading.Thread(target=self._run, name="mails", daemon=True)
         self.thread.start()
 
-    def put(self, mail: Mail, kind: str) -> None:
-        self.queue.put((mail, kind))
+    def put(self, mail: MailDue) -> None:
+        self.queue.put(mail)
 
     def join(self) -> None:
         """Wait until every queued mail has been handed over (tests, and `serve` on its way out)."""
@@ -274,13 +360,13 @@ class MailQueue:
 
     def _run(self) -> None:
         while True:
-            mail, kind = self.queue.get()
+            mail = self.queue.get()
             try:
-                self.deliver(mail, kind)
+                self.deliver(mail)
             except NewsletterError as exc:
-                log.warning("%s-Mail nicht gesendet: %s", kind, exc)
+                log.warning("%s-Mail nicht gesendet: %s", mail.kind, exc)
             except Exception:  # a mail thread must survive anything and keep going
-                log.exception("%s-Mail nicht gesendet", kind)
+                log.exception("%s-Mail nicht gesendet", mail.kind)
             finally:
                 self.queue.task_done()
 
@@ -289,57 +375,53 @@ def _issued_at(token: str) -> dt.datetime:
     return dt.datetime.fromtimestamp(int(token.split(".")[1]), dt.UTC)
 
 
-def _may_confirm(person: Subscriber, token: str) -> bool:
-    """Pending people may confirm; those who left only with a link issued after they left.
-
-    A leave an import dated to the day alone counts until that day's end.
-    """
-    if person.status in (PENDING, ACTIVE):
-        return True
-    left = person.unsubscribed_at if person.status == UNSUBSCRIBED else person.bounced_at
-    return left is None or _issued_at(token) >= latest(left)
-
-
-def record_confirmation(people: SubscriberList, person: Subscriber, ip: str, text: str, version: str) -> None:
-    """The double opt-in: confirmed now from `ip`, under the consent text and version in force now.
-
-    A person without a consent text of their own (added by hand or imported, then invited)
-    gets this one: it is what they agreed to by confirming.
-    """
-    stamp = now()
-    if not person.consent_text:
-        person.consent_text, person.consent_version = text, version
-    person.confirmed_at, person.confirm_ip = stamp, ip
-    confirmed = Event(CONFIRMED, stamp, ip=ip, consent_text=text, consent_version=version)
-    if not people.set_status(person, ACTIVE, confirmed):  # already active, now with its proof
-        people.record(person, confirmed)
-
-
 def invitation(mail: Mail) -> Event:
     """The confirmation mail as an event of the history, with its Message-ID to find it in logs."""
     message_id = BytesHeaderParser().parsebytes(mail.data).get("Message-ID", "")
     return Event(INVITED, now(), message_id=" ".join(str(message_id).split()))
 
 
-def signup_page(value: str) -> str:
-    """Where the form was: scheme, host and path only (a query string could carry personal data)."""
+def signup_page(config: Config, origin: str, referer: str) -> str:
+    """The evidence of where someone signed up, from her own configuration alone: the form of
+    `serve` itself when the browser came from base_url's host, her form page (`[web] form_page`,
+    else her website) when it came from that site. A forged or foreign Origin/Referer, or none,
+    leaves it empty; nothing a poster sends is ever copied."""
+    claimed = _host(origin) or _host(referer)
+    if not claimed:
+        return ""
+    if claimed == _host(config.base_url):
+        return f"{config.base_url}/subscribe"
+    page = config.web.form_page or config.newsletter.website
+    return page if claimed in {_host(page), _host(config.newsletter.website)} - {""} else ""
+
+
+def _host(url: str) -> str:
     try:
-        parts = urlsplit(value.strip())
+        host = urlsplit(url.strip()).hostname or ""
     except ValueError:
         return ""
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return ""
-    page = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
-    return page if page.isprintable() and len(page) <= 500 else ""
+    return host.removeprefix("www.")
+
+
+def client_ip(peer: str, forwarded_for: str, trust_proxy: bool) -> str:
+    """Who asked: behind a trusted proxy the last X-Forwarded-For entry, but only when it is an
+    IP address; anything else there (text, a script, 8,000 characters) falls back to the peer."""
+    if trust_proxy and forwarded_for:
+        try:
+            return str(ipaddress.ip_address(forwarded_for.rsplit(",", 1)[-1].strip()))
+        except ValueError:
+            pass
+    return peer
 
 
 def confirmation_mail(workspace: Workspace, secret: bytes, subscriber_id: str, address: str,
-                      issued_at: int) -> Mail:
+                      issued_at: int, message_id: str = "") -> Mail:
     """The double opt-in mail: only the confirmation link, no advertising."""
     config = workspace.config
     token = make_token(secret, subscriber_id, CONFIRM, issued_at=issued_at)
     return build_mail(workspace, CONFIRM_MAIL, address, {
-        "confirm_url": f"{config.base_url}/c/{token}", "confirm_days": config.web.confirm_days})
+        "confirm_url": f"{config.base_url}/c/{token}", "confirm_days": config.web.confirm_days},
+        message_id=message_id)
 
 
 def invite_pending(workspace: Workspace, emails: list[str] | None = None, without_proof: bool = False) -> list[str]:
@@ -350,7 +432,7 @@ def invite_pending(workspace: Workspace, emails: list[str] | None = None, withou
     them the proof. `invited_at` records when, so `prune` removes pending people only once
     that link has expired unanswered; the history keeps each mail's Message-ID.
     """
-    store = SubscriberStore(workspace.subscribers_path)
+    store = workspace.store()
     secret = workspace.secret()
 
     def invitable(person: Subscriber) -> bool:

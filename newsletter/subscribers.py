@@ -26,7 +26,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 from zoneinfo import ZoneInfo
 
 import tomli as toml_reader  # the compiled build of the parser the standard library ships: ~3× faster
@@ -35,6 +35,9 @@ from filelock import FileLock, Timeout
 
 from newsletter.config import toml_error_text
 from newsletter.errors import SubscriberError
+
+if TYPE_CHECKING:
+    from newsletter.changes import ChangeLog
 
 PENDING, ACTIVE, UNSUBSCRIBED, BOUNCED = "pending", "active", "unsubscribed", "bounced"
 STATUSES = (PENDING, ACTIVE, UNSUBSCRIBED, BOUNCED)
@@ -439,15 +442,29 @@ def _check_status(status: str) -> None:
 
 
 class SubscriberStore:
-    """subscribers.toml on disk. Reads need no lock (renames are atomic); changes take it."""
+    """subscribers.toml on disk, with the pending changes of its change log on top.
 
-    def __init__(self, path: Path | str) -> None:
+    Reads need no lock (renames are atomic); changes take it, and apply what the log holds.
+    """
+
+    def __init__(self, path: Path | str, changes: ChangeLog | None = None) -> None:
         self.path = Path(path)
+        self.changes = changes
         self.backup_path = self.path.with_name(self.path.name + ".bak")
         self.lock = FileLock(str(self.path) + ".lock", timeout=LOCK_TIMEOUT)
         self._temp_prefix = f".{self.path.name}."
 
     def load(self) -> SubscriberList:
+        """The file as the author reads it, with every change answered but not yet written."""
+        people = self.load_file()
+        if self.changes is not None:
+            from newsletter.changes import apply_changes
+
+            apply_changes(people, self.changes.pending())
+        return people
+
+    def load_file(self) -> SubscriberList:
+        """The file alone."""
         try:
             raw = self.path.read_bytes()
         except FileNotFoundError:
@@ -467,8 +484,26 @@ class SubscriberStore:
         this holds one table. Whatever does not split cleanly into tables (a hand-written
         multi-line string, a duplicate, a broken record) goes to the whole-file parse of the
         same open file (so a concurrent rewrite cannot shift it), which either reads it after
-        all or raises the error with the right line number.
+        all or raises the error with the right line number. Pending changes of a listed person
+        (an unsubscribe just answered) are applied; pending sign-ups are not listed here.
         """
+        by_id: dict[str, list] = {}
+        if self.changes is not None:
+            for pending in self.changes.pending():
+                by_id.setdefault(pending.subscriber_id, []).append(pending)
+        by_id.pop("", None)
+        people = self._stream_file()
+        if not by_id:
+            yield from people
+            return
+        from newsletter.changes import apply_changes
+
+        for subscriber in people:
+            if subscriber.id in by_id:
+                apply_changes(SubscriberList([subscriber]), by_id[subscriber.id])
+            yield subscriber
+
+    def _stream_file(self) -> Iterator[Subscriber]:
         try:
             handle = self.path.open("rb")
         except FileNotFoundError:
@@ -489,8 +524,9 @@ class SubscriberStore:
     def change(self) -> Iterator[SubscriberList]:
         """Lock, read the current file, let the caller change it, write it back atomically.
 
-        If the file cannot be parsed, the error is raised before the caller sees anything
-        and nothing is written. If the caller raises, nothing is written either.
+        The change log's pending changes are applied first and leave the log once the file
+        is written. If the file cannot be parsed, the error is raised before the caller sees
+        anything and nothing is written. If the caller raises, nothing is written either.
         """
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         try:
@@ -498,10 +534,19 @@ class SubscriberStore:
         except Timeout:
             raise SubscriberError(f"{self.path}: gesperrt; läuft gerade ein anderer Vorgang?") from None
         try:
-            current = self.load()
+            current = self.load_file()
+            pending = self.changes.pending() if self.changes is not None else []
+            mails = []
+            if pending:
+                from newsletter.changes import apply_changes
+
+                mails = apply_changes(current, pending)
             yield current
             if current.changed:
                 self._write(current.to_toml().encode(), keep_backup=not current.dropped)
+            if pending:
+                assert self.changes is not None
+                self.changes.applied((change.seq for change in pending), mails)
         finally:
             self.lock.release()
 

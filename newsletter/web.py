@@ -26,13 +26,13 @@ from werkzeug.exceptions import (
     RequestEntityTooLarge,
     UnsupportedMediaType,
 )
-from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import Map, RequestRedirect, Rule
 from werkzeug.wrappers import Request, Response
 
 from newsletter.archive import MANIFEST
+from newsletter.config import HTTPS_ONLY
 from newsletter.errors import ConfigError, NewsletterError
-from newsletter.signup import ASK, INVALID, TOO_MANY, SignupForm, Signups, consent_text
+from newsletter.signup import ASK, INVALID, TOO_MANY, SignupForm, Signups, client_ip, consent_text, signup_page
 from newsletter.texts import texts
 from newsletter.workspace import Workspace
 
@@ -91,6 +91,8 @@ class WebApp:
         if not config.base_url:
             raise ConfigError(f"{config.path}: [newsletter] base_url fehlt: die öffentliche https-Adresse, unter der "
                               "`newsletter serve` erreichbar ist (sonst führen die Links in den Mails ins Leere)")
+        if not config.base_url.startswith("https://"):
+            raise ConfigError(f"{config.path}: {HTTPS_ONLY}")
         self.config = config
         self.templates = workspace.templates
         self.signups = Signups(workspace, clock)
@@ -103,12 +105,8 @@ class WebApp:
         }
         self.urls = url_map(nl.archive_path)
         self.archive_dir = workspace.state_dir / "archive"
-        self.wsgi = ProxyFix(self.respond, x_for=1) if config.web.trust_proxy else self.respond
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
-        return self.wsgi(environ, start_response)
-
-    def respond(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         request = LimitedRequest(environ)
         try:
             response = self.dispatch(request)
@@ -134,6 +132,10 @@ class WebApp:
             raise RequestEntityTooLarge
         endpoint, args = self.urls.bind_to_environ(request.environ).match()
         return getattr(self, endpoint)(request, **args)
+
+    def ip(self, request: Request) -> str:
+        return client_ip(request.remote_addr or "", request.headers.get("X-Forwarded-For", ""),
+                         self.config.web.trust_proxy)
 
     # --- pages -------------------------------------------------------------------------------
 
@@ -166,9 +168,10 @@ class WebApp:
         fields = form_fields(request)
         form = SignupForm(
             email=fields.get("email", ""), name=fields.get("name", ""), consent=bool(fields.get("consent")),
-            honeypot=fields.get("website", ""), page=fields.get("page") or request.referrer or "",
+            honeypot=fields.get("website", ""),
         )
-        result = self.signups.sign_up(form, request.remote_addr or "")
+        page = signup_page(self.config, request.headers.get("Origin", ""), request.referrer or "")
+        result = self.signups.sign_up(form, self.ip(request), page)
         if result.outcome == INVALID:
             return self.signup_form(form, result.problems, status=400)
         if result.outcome == TOO_MANY:
@@ -179,13 +182,18 @@ class WebApp:
                     status: int = 200) -> Response:
         return self.page("subscribe", status, title=self.context["t"]["signup_title"],
                          form=form or SignupForm(email=""), problems=problems or [],
-                         consent_text=consent_text(self.config), page_url=self.context["signup_url"])
+                         consent_text=consent_text(self.config))
 
     def unsubscribe(self, request: Request, token: str) -> Response:
         # One-click (RFC 8058) posts `List-Unsubscribe=One-Click`, the button posts nothing: the
         # signed token is what counts, so the body is not even read.
         signups = self.signups
-        outcome = signups.unsubscribe(token) if request.method == "POST" else signups.check_unsubscribe(token)
+        if request.method == "POST":
+            outcome = signups.unsubscribe(token, self.ip(request))
+        else:
+            outcome = signups.check_unsubscribe(token)
+        if outcome == TOO_MANY:
+            return self.error(429)
         if outcome == INVALID:
             return self.message("unsubscribe_invalid", 400)
         return self.ask("unsubscribe") if outcome == ASK else self.message("unsubscribed")
@@ -193,9 +201,11 @@ class WebApp:
     def confirm(self, request: Request, token: str) -> Response:
         # Only a POST changes anything: GET and the HEAD Werkzeug adds to it are what scanners send.
         if request.method == "POST":
-            outcome = self.signups.confirm(token, request.remote_addr or "")
+            outcome = self.signups.confirm(token, self.ip(request))
         else:
             outcome = self.signups.check_confirm(token)
+        if outcome == TOO_MANY:
+            return self.error(429)
         if outcome == INVALID:
             return self.message("confirm_invalid", 400,
                                 link=(self.context["signup_url"], self.context["t"]["signup_again"]))
@@ -248,19 +258,37 @@ def form_snippet(workspace: Workspace) -> str:
 
 
 def create_server(app: WebApp, host: str, port: int) -> Any:
-    """waitress on host:port. It refuses bodies far over the limit itself; the app answers the rest.
+    """waitress on host:port, set up for this job. It refuses bodies far over the limit itself.
 
-    X-Forwarded-For is passed through untouched: the app itself decides ([web] trust_proxy)
-    whether to believe it, the same under waitress as under any other WSGI server.
+    Far more connections than a burst after a send brings (1,000, polled, not select()ed, so
+    more than 1,024 sockets work), and a connection quiet for 10 seconds is closed, checked
+    every 2: slow or idle clients cannot take the endpoint offline. A client trickling bytes
+    is the proxy's job (docs/serve.md). X-Forwarded-For is passed through untouched: the app
+    decides ([web] trust_proxy) whether to believe it, the same under any WSGI server.
     """
+    _allow_sockets(CONNECTIONS + 64)
     try:
         return waitress.create_server(
-            app, host=host, port=port, threads=4, ident="newsletter", expose_tracebacks=False,
-            max_request_body_size=4 * MAX_BODY, max_request_header_size=16 * 1024, channel_timeout=30,
-            clear_untrusted_proxy_headers=False,
+            app, host=host, port=port, threads=6, ident="newsletter", expose_tracebacks=False,
+            max_request_body_size=4 * MAX_BODY, max_request_header_size=16 * 1024,
+            connection_limit=CONNECTIONS, asyncore_use_poll=True, channel_timeout=10, cleanup_interval=2,
+            backlog=1024, clear_untrusted_proxy_headers=False,
         )
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             raise NewsletterError(f"{host}:{port}: der Port ist schon belegt (läuft `newsletter serve` "
                                   "schon?); einen anderen mit --port wählen") from None
         raise NewsletterError(f"{host}:{port}: kann hier nicht lauschen ({exc.strerror})") from None
+
+
+CONNECTIONS = 1000
+
+
+def _allow_sockets(count: int) -> None:
+    """Raise this process's open-file limit to `count` where the system allows (often 1,024 by default)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < count:
+        wanted = count if hard == resource.RLIM_INFINITY else min(count, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))

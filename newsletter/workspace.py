@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import jinja2
 
+    from newsletter.subscribers import SubscriberStore
+
 from newsletter.config import Config, load_config
 from newsletter.errors import ConfigError, NewsletterError
 
@@ -48,6 +50,13 @@ class Workspace:
     @property
     def subscribers_path(self) -> Path:
         return self.root / "subscribers" / "subscribers.toml"
+
+    def store(self) -> SubscriberStore:
+        """The subscriber file with its change log (state/changes.sqlite) in front: see newsletter.changes."""
+        from newsletter.changes import ChangeLog
+        from newsletter.subscribers import SubscriberStore
+
+        return SubscriberStore(self.subscribers_path, ChangeLog(self.state_dir / "changes.sqlite"))
 
     @property
     def state_dir(self) -> Path:

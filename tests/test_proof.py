@@ -64,7 +64,7 @@ def test_proof_of_a_web_signup(ws: Workspace, store: SubscriberStore, web: WebSe
     shown = invoke(runner, "subscribers", "proof", "Nora@Example.org")
     assert shown.exit_code == 0, shown.output
     for expected in ("Nachweis der Einwilligung: nora@example.org", "Double-Opt-in belegt: bestätigt am",
-                     "Anmeldung über das Formular", "Anmeldeseite: https://praxis.example.org/newsletter",
+                     "Anmeldung über das Formular", "Anmeldeseite: https://praxis.example.org",
                      "IP-Adresse: 127.0.0.1", f"Einwilligungstext: „{CONSENT}“", "Fassung des Einwilligungstexts: 1",
                      "Bestätigungsmail gesendet", f"Message-ID: {message_id}", "Anmeldung bestätigt (Double-Opt-in)",
                      "Uhr ME"):
@@ -74,7 +74,7 @@ def test_proof_of_a_web_signup(ws: Workspace, store: SubscriberStore, web: WebSe
     assert (record["proof"], record["status"]) == ("doi", ACTIVE)
     assert [e["kind"] for e in record["entries"]] == ["signup", "invited", "confirmed"]
     signup, invited, confirmed = record["entries"]
-    assert signup["details"] == {"Anmeldeseite": "https://praxis.example.org/newsletter", "IP-Adresse": "127.0.0.1",
+    assert signup["details"] == {"Anmeldeseite": "https://praxis.example.org", "IP-Adresse": "127.0.0.1",
                                  "Fassung des Einwilligungstexts": "1", "Einwilligungstext": CONSENT}
     assert invited["details"] == {"Message-ID": message_id}
     assert confirmed["details"]["Fassung des Einwilligungstexts"] == "1"

@@ -51,6 +51,7 @@ class WebServer:
             wasyncore.close_all(self.server._map, ignore_all=True)
         self.thread.join(timeout=30)
         self.server.task_dispatcher.shutdown()
+        self.app.signups.close()
 
     def request(self, method: str, target: str, body: bytes | str | None = None,
                 headers: dict[str, str] | None = None) -> Reply:
@@ -63,7 +64,7 @@ class WebServer:
             connection.request(method, path, body=data, headers=headers or {})
             response = connection.getresponse()
             reply = Reply(response.status, response.msg, response.read())
-            self.app.signups.outgoing.join()  # mails go out after the answer; tests read them next
+            self.app.signups.settle()  # mails go out after the answer; tests read them next
             return reply
         finally:
             connection.close()

@@ -73,7 +73,7 @@ FIELD_LABELS = {
 
 
 def _store() -> SubscriberStore:
-    return SubscriberStore(current_workspace().subscribers_path)
+    return current_workspace().store()
 
 
 def _when(value: Moment | None) -> str:
@@ -403,7 +403,7 @@ def invite(
     Beispiel: [bold]newsletter subscribers invite --without-proof[/]
     """
     workspace = current_workspace()
-    people = SubscriberStore(workspace.subscribers_path).load()
+    people = workspace.store().load()
     if emails:
         count = len(emails)
     elif without_proof:
@@ -448,7 +448,7 @@ def proof(
     from newsletter.importer import private_file
     from newsletter.proof import consent_record, render_html
 
-    record = consent_record(SubscriberStore(workspace.subscribers_path).load().require(email))
+    record = consent_record(workspace.store().load().require(email))
     if out_file is not None:
         as_json = out_file.suffix.lower() == ".json"
         with private_file(out_file, overwrite=force) as stream:
@@ -512,7 +512,7 @@ def prune(
     days = workspace.config.web.confirm_days
     from newsletter.signup import prune_pending
 
-    expired = prune_pending(SubscriberStore(workspace.subscribers_path), dt.timedelta(days=days),
+    expired = prune_pending(workspace.store(), dt.timedelta(days=days),
                             dry_run=dry_run)
     if json_output:
         print_json({"dry_run": dry_run, "confirm_days": days,

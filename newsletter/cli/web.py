@@ -44,7 +44,7 @@ def serve(
         pass
     finally:
         server.close()
-        web_app.signups.outgoing.join()  # confirmation mails already promised still go out
+        web_app.signups.close()  # what was answered is written, and the mails promised go out
     err.print("Server beendet.")
 
 
