@@ -772,3 +772,132 @@ def test_invite_sends_hand_added_people_their_confirmation_link(ws: Workspace, w
     assert paula.status == "active" and paula.source == "Anmeldezettel Praxis" and paula.confirm_ip
     refused = invoke(runner, "subscribers", "invite", "schon@example.org", "--yes")
     assert refused.exit_code == 1 and "ist nicht unbestätigt" in refused.stderr
+
+
+# -- limits that hold, evidence and times you can trust (issue 15) ---------------------------
+
+
+def confirm_mails(ws: Workspace) -> list[str]:
+    return sorted(path.stem for path in (ws.outbox_dir / "web" / "confirm").glob("*.eml"))
+
+
+def test_one_mailbox_shares_one_limit_however_it_is_spelled(ws: Workspace, serve: Starter) -> None:
+    web = serve(signups_per_hour=50, mails_per_address_per_day=2)
+    for address in ("opfer+1@example.org", "opfer+2@example.org", "OPFER@example.org", "opfer+3@example.org",
+                    "a.n.n.a@gmail.com", "anna+x@googlemail.com", "Anna@gmail.com", "an.na@gmail.com"):
+        reply = web.post_form("/subscribe", signup(address))
+        assert reply.status == 200 and SAME_ANSWER in reply.text
+    assert confirm_mails(ws) == ["a.n.n.a@gmail.com", "anna+x@googlemail.com",
+                                 "opfer+1@example.org", "opfer+2@example.org"]
+
+
+def test_a_domain_has_a_daily_ceiling(ws: Workspace, serve: Starter) -> None:
+    web = serve(signups_per_hour=50, mails_per_domain_per_day=3)
+    for index in range(5):
+        web.post_form("/subscribe", signup(f"p{index}@flut.example"))
+    web.post_form("/subscribe", signup("anna@example.org"))
+    assert confirm_mails(ws) == ["anna@example.org", "p0@flut.example", "p1@flut.example", "p2@flut.example"]
+
+
+def test_forwarded_for_counts_only_when_it_is_an_ip_address(ws: Workspace, serve: Starter) -> None:
+    web = serve(trust_proxy=True, signups_per_hour=50)
+    for address, forwarded in (("a@example.org", "<script>alert(1)</script>" + "x" * 8_000),
+                               ("b@example.org", "198.51.100.1, 203.0.113.9"),
+                               ("c@example.org", "2001:DB8::1"), ("d@example.org", "203.0.113.9:443")):
+        assert web.post_form("/subscribe", signup(address), {"X-Forwarded-For": forwarded}).status == 200
+    ips = {p.email: p.signup_ip for p in store(ws).load()}
+    assert ips == {"a@example.org": "127.0.0.1", "b@example.org": "203.0.113.9",
+                   "c@example.org": "2001:db8::1", "d@example.org": "127.0.0.1"}
+    assert len(web.app.signups.per_ip) == 3  # the peer (for both bad values) and the two real addresses
+
+
+def test_the_rate_limiters_memory_is_bounded() -> None:
+    clock = [0.0]
+    limit = RateLimit(2, 3600, lambda: clock[0], max_keys=100)
+    assert all(limit.allow(f"198.51.{i // 256}.{i % 256}") for i in range(20_000))
+    assert len(limit) == 100
+    recent = "198.51.78.31"  # among the newest: still counted, so still limited
+    assert limit.allow(recent) and not limit.allow(recent)
+
+
+def test_a_used_link_is_limited_per_ip_a_first_click_never(ws: Workspace, web: WebServer) -> None:
+    people = [add(ws, f"leser{i}@example.org") for i in range(40)]
+    links = [unsubscribe_url(BASE, ws.secret(), p.id) for p in people]
+    again = [web.post_form(links[0], "List-Unsubscribe=One-Click").status for _ in range(35)]
+    assert again[:31] == [200] * 31 and set(again[31:]) == {429}
+    assert {web.post_form(link, "List-Unsubscribe=One-Click").status for link in links[1:]} == {200}
+    assert {p.status for p in store(ws).load()} == {"unsubscribed"}
+    assert "Abmeldelink" in {e.source for p in store(ws).load() for e in p.events}
+
+
+def test_a_confirmation_link_from_the_second_of_an_unsubscribe_never_brings_someone_back(
+        ws: Workspace, web: WebServer) -> None:
+    person_ = add(ws, "sekunde@example.org")
+    assert web.post_form(unsubscribe_url(BASE, ws.secret(), person_.id), "").status == 200
+    left = person(ws, "sekunde@example.org").unsubscribed_at
+    same_second = make_token(ws.secret(), person_.id, CONFIRM, issued_at=int(left.timestamp()))
+    for _ in range(3):
+        assert web.post_form(f"/c/{same_second}", "").status == 400
+        assert person(ws, "sekunde@example.org").status == "unsubscribed"
+    later = make_token(ws.secret(), person_.id, CONFIRM, issued_at=int(left.timestamp()) + 1)
+    assert web.post_form(f"/c/{later}", "").status == 200
+    assert person(ws, "sekunde@example.org").status == "active"
+
+
+def test_serve_refuses_an_http_base_url_as_check_does(ws: Workspace, runner) -> None:
+    config = ws.root / "newsletter.toml"
+    config.write_text(config.read_text().replace(f'base_url = "{BASE}"', 'base_url = "http://newsletter.example.net"'))
+    result = invoke(runner, "serve", "--port", str(free_port()))
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    line = "[newsletter] base_url muss mit https:// beginnen (Ein-Klick-Abmeldung nach RFC 8058)"
+    assert line in result.stderr
+    issue = write_issue(ws, "2026-12-test", "Hallo.")
+    assert line in invoke(runner, "check", str(issue)).output
+
+
+def test_slow_connections_do_not_take_serve_offline(web: WebServer) -> None:
+    """150 clients that send a header line now and then and never finish: /healthz keeps answering."""
+    import socket
+
+    slow = [socket.create_connection(("127.0.0.1", web.port), timeout=5) for _ in range(150)]
+    try:
+        for connection in slow:
+            connection.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        answers = []
+        for round_ in range(12):
+            for connection in slow:
+                connection.sendall(f"X-Slow-{round_}: 1\r\n".encode())
+            answers.append(web.get("/healthz").status)
+            time.sleep(0.25)
+        assert answers == [200] * 12
+    finally:
+        for connection in slow:
+            connection.close()
+
+
+def test_an_unsubscribe_counts_from_its_answer_before_the_file_is_written(ws: Workspace, runner) -> None:
+    """What `serve` answered is in the change log: readers see it at once, a writer applies it once."""
+    from newsletter.changes import UNSUBSCRIBE, ChangeLog
+    from newsletter.subscribers import now
+
+    anna, bea = add(ws, "anna@example.org"), add(ws, "bea@example.org")
+    before = file_bytes(ws)
+    log = ChangeLog(ws.state_dir / "changes.sqlite")
+    log.append(UNSUBSCRIBE, anna.id, now(), source="Abmeldelink")
+    assert file_bytes(ws) == before
+    assert person(ws, "anna@example.org").status == "unsubscribed"
+    assert [p.email for p in store(ws).active()] == ["bea@example.org"]  # a send's audience
+    listed = invoke(runner, "subscribers", "list", "--json")
+    assert {p["email"]: p["status"] for p in json.loads(listed.stdout)} == {
+        "anna@example.org": "unsubscribed", "bea@example.org": "active"}
+    pending = log.pending()
+    with store(ws).change():  # any writer applies the log …
+        pass
+    assert log.pending() == [] and b'status = "unsubscribed"' in file_bytes(ws)
+    with store(ws).change() as people:  # … and applying it again (a writer killed before clearing it) changes nothing
+        from newsletter.changes import apply_changes
+
+        apply_changes(people, pending)
+        assert not people.changed
+    assert [e.kind for e in person(ws, "anna@example.org").events] == ["added", "unsubscribed"]
+    assert bea == person(ws, "bea@example.org")
