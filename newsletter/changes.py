@@ -24,6 +24,8 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import logging
+import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
@@ -31,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from newsletter.errors import SubscriberError
+from newsletter.errors import NewsletterError, SubscriberError
 from newsletter.subscribers import (
     ACTIVE,
     CONFIRMED,
@@ -43,6 +45,7 @@ from newsletter.subscribers import (
     Event,
     Subscriber,
     SubscriberList,
+    SubscriberStore,
     clean_name,
     latest,
     needs_fresh_confirmation,
@@ -177,6 +180,33 @@ class ChangeLog:
 
 
 # -- applying ---------------------------------------------------------------------------------
+
+WRITE_PAUSE = 0.5  # seconds between two rewrites by `serve`: a burst costs a few, and a CLI command gets the lock
+
+
+def apply_forever(subscribers: str, changes: str, wake: Any, stop: Any, parent: int) -> None:
+    """`serve`'s writer, in a process of its own: parsing and rewriting a large file there never
+    holds up an answer (in the server's process it would hold the interpreter for seconds).
+
+    Applies the log right after a change, then at most every WRITE_PAUSE; ends with `stop`, or
+    when the server is gone (killed: its successor's writer takes over).
+    """
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    log = logging.getLogger(__name__)
+    store = SubscriberStore(Path(subscribers), ChangeLog(Path(changes)))
+    assert store.changes is not None
+    while not stop.is_set() and os.getppid() == parent:
+        if not wake.wait(timeout=1):
+            continue
+        wake.clear()
+        try:
+            if store.changes.pending():
+                with store.change():
+                    pass  # taking the lock applies every pending change
+        except NewsletterError as exc:  # locked for long, or a broken hand edit: the log keeps everything
+            log.error("Änderungen noch nicht in die Datei geschrieben: %s", exc)
+            wake.set()
+        stop.wait(WRITE_PAUSE)
 
 
 def apply_changes(people: SubscriberList, changes: Iterable[Change]) -> list[MailDue]:

@@ -2,7 +2,7 @@
 
 The web app only turns HTTP into calls of `Signups`. A request appends its change to the change
 log and is answered (`newsletter.changes`: durable in milliseconds at any list size); a writer
-thread applies the log to the file in batches, and mails go out on a thread of their own after
+process applies the log to the file in batches, and mails go out on a thread of their own after
 that, so neither a large list nor a slow mail server holds up an answer, a send or an import.
 """
 
@@ -12,6 +12,8 @@ import copy
 import datetime as dt
 import ipaddress
 import logging
+import multiprocessing
+import os
 import queue
 import threading
 import time
@@ -22,7 +24,7 @@ from email.parser import BytesHeaderParser
 from urllib.parse import urlsplit
 
 from newsletter.changes import CONFIRM as CONFIRM_CHANGE
-from newsletter.changes import SIGN_UP, MailDue, apply_changes, may_confirm
+from newsletter.changes import SIGN_UP, WRITE_PAUSE, MailDue, apply_changes, apply_forever, may_confirm
 from newsletter.changes import UNSUBSCRIBE as UNSUBSCRIBE_CHANGE
 from newsletter.config import Config
 from newsletter.errors import NewsletterError, SubscriberError
@@ -51,7 +53,6 @@ log = logging.getLogger(__name__)
 SOURCE = "web"
 DAY = 86400
 LINK_REPEATS = 30   # requests per IP in 10 minutes that change nothing (forged or used links)
-WRITE_PAUSE = 0.5   # seconds between two rewrites of the file by `serve`
 
 # What a sign-up, confirmation or unsubscribe came to; the web app picks the page by it.
 INVALID = "invalid"      # a form with mistakes, or a link that is forged, damaged or expired
@@ -138,8 +139,9 @@ def mailbox_key(email: str) -> str:
 class Signups:
     """Sign-up, confirmation and unsubscribe for one workspace, shared by all requests of `serve`.
 
-    Every change is appended to the change log and answered; the writer thread applies the log
-    to the subscriber file in batches and hands the mails that calls for to the mail thread.
+    Every change is appended to the change log and answered; a writer process applies the log
+    to the subscriber file in batches (`changes.apply_forever`), and a thread here hands the
+    mails that calls for to the mail thread.
     """
 
     def __init__(self, workspace: Workspace, clock: Callable[[], float] = time.time) -> None:
@@ -162,12 +164,16 @@ class Signups:
         self._password: str | None = None  # asked for once (password_command may ask a keyring)
         self.outgoing = MailQueue(self._deliver)
         self._queued: set[int] = set()
-        self._wake = threading.Event()
-        self._wake.set()  # at start: apply what a killed predecessor left in the log
         self._writing = threading.Lock()
-        self._stopped = threading.Event()
-        self.writer = threading.Thread(target=self._write_loop, name="changes", daemon=True)
+        processes = multiprocessing.get_context("spawn")
+        self._wake, self._stopped = processes.Event(), processes.Event()
+        self._wake.set()  # at start: apply what a killed predecessor left in the log
+        self.writer = processes.Process(
+            target=apply_forever, name="newsletter-changes", daemon=True,
+            args=(str(self.store.path), str(self.log.path), self._wake, self._stopped, os.getpid()))
         self.writer.start()
+        self.mailer = threading.Thread(target=self._mail_loop, name="mails-due", daemon=True)
+        self.mailer.start()
 
     def sign_up(self, form: SignupForm, ip: str, page: str = "") -> SignupResult:
         """Append a sign-up (with its consent record) to the change log; the writer decides.
@@ -278,30 +284,27 @@ class Signups:
 
     # -- the writer ------------------------------------------------------------------------
 
-    def _write_loop(self) -> None:
-        """Apply the log in batches: right after a change, then at most every half second, so a
-        burst costs a few rewrites, and the lock is free in between for a CLI command waiting."""
-        while not self._stopped.is_set():
-            self._wake.wait(timeout=5)
-            self._wake.clear()
+    def _mail_loop(self) -> None:
+        """Hand the mails the writer's changes call for to the mail thread, as they appear."""
+        while not self._stopped.wait(WRITE_PAUSE):
             try:
-                self.apply()
-            except NewsletterError as exc:  # the file is locked long or broken: the log keeps everything
-                log.error("Änderungen noch nicht in die Datei geschrieben: %s", exc)
-            except Exception:
-                log.exception("Änderungen noch nicht in die Datei geschrieben")
-            self._stopped.wait(WRITE_PAUSE)
+                self._queue_mails()
+            except NewsletterError as exc:
+                log.error("Mails aus dem Änderungsprotokoll nicht gelesen: %s", exc)
+
+    def _queue_mails(self) -> None:
+        for mail in self.log.mails_due():
+            if mail.seq not in self._queued:
+                self._queued.add(mail.seq)
+                self.outgoing.put(mail)
 
     def apply(self) -> None:
-        """Write what the log holds into the file (one rewrite), then queue the mails it calls for."""
+        """Write what the log holds into the file now, here (one rewrite), then queue the mails it calls for."""
         with self._writing:
             if self.log.pending():
                 with self.store.change():
                     pass  # taking the lock applies every pending change
-            for mail in self.log.mails_due():
-                if mail.seq not in self._queued:
-                    self._queued.add(mail.seq)
-                    self.outgoing.put(mail)
+            self._queue_mails()
 
     def settle(self) -> None:
         """Apply everything now and wait until its mails are handed over (tests, and `serve` on its way out)."""
@@ -309,9 +312,11 @@ class Signups:
         self.outgoing.join()
 
     def close(self) -> None:
+        """Stop the writer, then write what is left and send its mails."""
         self._stopped.set()
         self._wake.set()
-        self.writer.join(timeout=30)
+        self.writer.join(timeout=60)
+        self.mailer.join(timeout=30)
         self.settle()
 
     def _deliver(self, due: MailDue) -> None:

@@ -170,6 +170,11 @@ def test_burst_of_unsubscribes_with_an_import_and_a_kill(ws: Workspace, servers:
 KINDS = ("new", "pending", "active", "unsubscribed", "erased")
 
 
+def probe(kind: str, index: int) -> str:
+    """Addresses of one shape and length for every kind: only the state differs."""
+    return f"{kind[:2]}{index:04d}@example.org"
+
+
 def test_sign_up_takes_as_long_whoever_is_listed(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
     """Interleaved sign-ups for new, pending, active, unsubscribed and erased addresses at 5,000
     people: the medians within 10 %, the 5–95 % ranges overlapping, the answers identical."""
@@ -178,10 +183,11 @@ def test_sign_up_takes_as_long_whoever_is_listed(ws: Workspace, monkeypatch: pyt
     for index in range(5_000):
         people.add(f"leser{index}@example.org", status=ACTIVE, source="test")
     for index in range(rounds):
-        people.add(f"pending{index}@example.org", status=PENDING, source="test")
-        people.add(f"unsubscribed{index}@example.org", status=UNSUBSCRIBED, source="test")
-        people.add(f"erased{index}@example.org", status=ACTIVE, source="test")
-        people.forget(f"erased{index}@example.org")
+        people.add(probe("pending", index), status=PENDING, source="test")
+        people.add(probe("active", index), status=ACTIVE, source="test")
+        people.add(probe("unsubscribed", index), status=UNSUBSCRIBED, source="test")
+        people.add(probe("erased", index), status=ACTIVE, source="test")
+        people.forget(probe("erased", index))
     ws.subscribers_path.parent.mkdir(parents=True, exist_ok=True)
     ws.subscribers_path.write_text(people.to_toml(), encoding="utf-8")
     config = ws.root / "newsletter.toml"
@@ -198,8 +204,7 @@ def test_sign_up_takes_as_long_whoever_is_listed(ws: Workspace, monkeypatch: pyt
         shuffle = random.Random(15)
         for index in range(rounds):
             for kind in shuffle.sample(KINDS, len(KINDS)):  # a new order each round
-                address = f"{kind}{index}@example.org" if kind != "active" else f"leser{index}@example.org"
-                body = f"email={address}&consent=yes&website=".encode()
+                body = f"email={probe(kind, index)}&consent=yes&website=".encode()
                 started = time.perf_counter()
                 connection.request("POST", "/subscribe", body=body,
                                    headers={"Content-Type": "application/x-www-form-urlencoded"})
@@ -220,8 +225,9 @@ def test_sign_up_takes_as_long_whoever_is_listed(ws: Workspace, monkeypatch: pyt
     assert low < high, ranges
     # And the decisions were still taken, after the answers: only the new and pending got a link.
     after = ws.store().load()
-    assert after.get("new0@example.org").status == PENDING
-    assert after.get("unsubscribed0@example.org").status == UNSUBSCRIBED
-    assert after.get("erased0@example.org") is None
+    assert after.get(probe("new", 0)).status == PENDING
+    assert after.get(probe("unsubscribed", 0)).status == UNSUBSCRIBED
+    assert after.get(probe("erased", 0)) is None
     sent = {path.stem for path in (ws.outbox_dir / "web" / "confirm").glob("*.eml")}
-    assert "new1@example.org" in sent and "pending1@example.org" in sent and "leser1@example.org" not in sent
+    assert {probe("new", 1), probe("pending", 1), probe("unsubscribed", 1)} <= sent
+    assert probe("active", 1) not in sent and probe("erased", 1) not in sent
