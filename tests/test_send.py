@@ -296,6 +296,9 @@ def test_test_copy_goes_only_to_the_given_address(ws, runner, smtp, mailbox, iss
     assert msg["Subject"] == "[TEST] Impuls: Größe – „Nähe“ im Dezember"
     assert "Hallo Alex," in msg.get_body(("plain",)).get_content()
     assert not journal_path(ws.journal_dir, "2026-12-impuls").exists()
+    page = f"{ws.config.base_url}/archiv/2026-12-impuls.html"
+    assert f"Im Browser ansehen: {page}" in msg.get_body(("plain",)).get_content()  # where it will be
+    assert f"führt zu {page}; die Seite ist noch nicht online, sie erscheint erst mit dem Versand" in result.stdout
 
 
 def test_dry_run_builds_everything_logs_in_and_sends_nothing(ws, runner, smtp, mailbox, issue) -> None:

@@ -74,6 +74,12 @@ def send(
     if test:
         for copy in send_test_copies(workspace, parsed, test):
             out.print(f"[green]✓[/] Testkopie an {copy.address} ({copy.transport})", soft_wrap=True)
+        from newsletter.render import archive_url
+
+        page = archive_url(workspace.config, parsed)
+        if page and not (workspace.state_dir / "archive" / f"{parsed.slug}.html").exists():
+            out.print(f"Hinweis: „Im Browser ansehen“ führt zu {page}; die Seite ist noch nicht online, "
+                      "sie erscheint erst mit dem Versand.", soft_wrap=True, markup=False)
         return
     plan = plan_send(workspace, parsed, mailbox=not skip_inbox, dry_run=dry_run_)
     if dry_run_:
