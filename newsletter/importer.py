@@ -551,7 +551,7 @@ class FileReport:
 
     def added_by_status(self) -> dict[str, int]:
         """New people by the status they were given: how many came in active, pending, or as having left."""
-        counts = dict.fromkeys((ACTIVE, PENDING, UNSUBSCRIBED, BOUNCED), 0)
+        counts: dict[str, int] = dict.fromkeys((ACTIVE, PENDING, UNSUBSCRIBED, BOUNCED), 0)
         for row in self.of(ADDED):
             counts[row.status] += 1
         return counts

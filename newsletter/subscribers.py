@@ -25,6 +25,7 @@ import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 from zoneinfo import ZoneInfo
@@ -39,9 +40,18 @@ from newsletter.errors import SubscriberError
 if TYPE_CHECKING:
     from newsletter.changes import ChangeLog
 
-PENDING, ACTIVE, UNSUBSCRIBED, BOUNCED = "pending", "active", "unsubscribed", "bounced"
-STATUSES = (PENDING, ACTIVE, UNSUBSCRIBED, BOUNCED)
-STATUS_LABELS = {PENDING: "unbestätigt", ACTIVE: "aktiv", UNSUBSCRIBED: "abgemeldet",
+class Status(StrEnum):
+    """Where a person stands; the value is what the file says (a StrEnum: equal to that text)."""
+
+    PENDING = "pending"            # signed up or added, not confirmed: never mailed
+    ACTIVE = "active"              # confirmed: the only people an issue goes to
+    UNSUBSCRIBED = "unsubscribed"  # left: never mailed again
+    BOUNCED = "bounced"            # the mailbox does not exist: never mailed again
+
+
+PENDING, ACTIVE, UNSUBSCRIBED, BOUNCED = Status
+STATUSES = tuple(str(status) for status in Status)
+STATUS_LABELS: dict[str, str] = {PENDING: "unbestätigt", ACTIVE: "aktiv", UNSUBSCRIBED: "abgemeldet",
                  BOUNCED: "unzustellbar"}
 LOCK_TIMEOUT = 60.0
 PLAUSIBLE_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")
@@ -96,7 +106,7 @@ IMPORTED = "imported"          # a row of an import file: file, format, line, wh
 UNSUBSCRIBED_EVENT = "unsubscribed"  # left: source (Abmeldelink, von Hand …)
 BOUNCED_EVENT = "bounced"      # undeliverable: issue, code, diagnostic where known
 BOUNCE = "bounce"              # a bounce that changed no status (soft, a refusal of her sending): issue, code
-STATUS_EVENTS = {PENDING: "pending", ACTIVE: CONFIRMED, UNSUBSCRIBED: UNSUBSCRIBED_EVENT,
+STATUS_EVENTS: dict[str, str] = {PENDING: "pending", ACTIVE: CONFIRMED, UNSUBSCRIBED: UNSUBSCRIBED_EVENT,
                  BOUNCED: BOUNCED_EVENT}
 VALID_KIND = re.compile(r"[a-z][a-z0-9_]{0,39}")
 KNOWN_KINDS = frozenset({SIGNUP, INVITED, CONFIRMED, ADDED, IMPORTED, BOUNCE, *STATUS_EVENTS.values()})

@@ -179,7 +179,7 @@ def test_sign_up_takes_as_long_whoever_is_listed(ws: Workspace, monkeypatch: pyt
     """Interleaved sign-ups for new, pending, active, unsubscribed and erased addresses at 5,000
     people: the medians within 10 %, the 5–95 % ranges overlapping, the answers identical."""
     people = SubscriberList()
-    rounds = 200
+    rounds = 300
     for index in range(5_000):
         people.add(f"leser{index}@example.org", status=ACTIVE, source="test")
     for index in range(rounds):
@@ -217,8 +217,13 @@ def test_sign_up_takes_as_long_whoever_is_listed(ws: Workspace, monkeypatch: pyt
         web.app.signups.settle()
         web.stop()
     assert len(bodies) == 1
-    medians = {kind: statistics.median(values) for kind, values in times.items()}
-    assert max(medians.values()) < 1.10 * min(medians.values()), medians
+    # Each probe against the median of its own round: the disk's fsync time drifts over seconds
+    # (other processes on the machine), and a round's five probes share the same moment.
+    typical = [statistics.median(times[kind][index] for kind in KINDS) for index in range(rounds)]
+    medians = {kind: statistics.median(value / typical[index] for index, value in enumerate(values))
+               for kind, values in times.items()}
+    assert max(medians.values()) < 1.10 * min(medians.values()), (medians, {
+        kind: statistics.median(values) for kind, values in times.items()})
     ranges = {kind: statistics.quantiles(values, n=20) for kind, values in times.items()}
     low = max(r[0] for r in ranges.values())    # the highest 5 % point
     high = min(r[-1] for r in ranges.values())  # the lowest 95 % point
