@@ -36,6 +36,8 @@ from typing import Any
 from newsletter.errors import NewsletterError, SubscriberError
 from newsletter.subscribers import (
     ACTIVE,
+    BOUNCED,
+    BOUNCED_EVENT,
     CONFIRMED,
     INVITED,
     PENDING,
@@ -51,7 +53,7 @@ from newsletter.subscribers import (
     needs_fresh_confirmation,
 )
 
-UNSUBSCRIBE, SIGN_UP, CONFIRM = "unsubscribe", "signup", "confirm"
+UNSUBSCRIBE, SIGN_UP, CONFIRM, BOUNCE = "unsubscribe", "signup", "confirm", "bounce"
 SOURCE = "web"
 CONFIRM_MAIL, WELCOME_MAIL = "confirm", "welcome"  # the templates of newsletter.mails
 
@@ -289,7 +291,18 @@ def _confirm(people: SubscriberList, change: Change) -> MailDue | None:
     return None
 
 
-APPLY = {UNSUBSCRIBE: _unsubscribe, SIGN_UP: _sign_up, CONFIRM: _confirm}
+def _bounce(people: SubscriberList, change: Change) -> MailDue | None:
+    """A send's 5xx for a mailbox that does not exist: never mailed again. Someone who left stays left."""
+    person = people.by_id(change.subscriber_id)
+    if person is not None and person.status == ACTIVE:
+        data = change.data
+        people.set_status(person, BOUNCED, Event(BOUNCED_EVENT, change.at, source=data.get("source", ""),
+                                                 issue=data.get("issue", ""), code=data.get("code", ""),
+                                                 diagnostic=data.get("diagnostic", "")))
+    return None
+
+
+APPLY = {UNSUBSCRIBE: _unsubscribe, SIGN_UP: _sign_up, CONFIRM: _confirm, BOUNCE: _bounce}
 
 
 def may_confirm(person: Subscriber, issued: dt.datetime) -> bool:

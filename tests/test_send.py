@@ -120,7 +120,7 @@ def test_421_451_retried_and_550_marks_bounced(ws, runner, smtp, mailbox, issue)
         "p0@example.org": 1, "p1@example.org": 1, "p3@example.org": 1}
     counts = journal_counts(ws)
     assert (counts["sent"], counts["failed"]) == (3, 1)
-    assert SubscriberStore(ws.subscribers_path).load().get("p2@example.org").status == "bounced"
+    assert SubscriberStore(ws.subscribers_path).load().get("p2@example.org").status == "bounced"  # the file itself
     assert "als unzustellbar markiert: p2@example.org" in result.stdout
     status = json.loads(invoke(runner, "status", str(issue), "--json", "--failed").stdout)
     assert {k: status[k] for k in ("total", "sent", "pending", "deferred", "failed", "unknown")} == {
