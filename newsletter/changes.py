@@ -110,6 +110,7 @@ class ChangeLog:
                     db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
                     db.execute("PRAGMA journal_mode=WAL")
                     db.execute("PRAGMA synchronous=FULL")
+                    db.execute("PRAGMA secure_delete=ON")  # a row that left (with an address) is overwritten
                     db.executescript(SCHEMA)
                 except (sqlite3.Error, OSError) as exc:
                     raise SubscriberError(f"{self.path}: Änderungsprotokoll nicht lesbar ({exc})") from None
@@ -158,6 +159,17 @@ class ChangeLog:
                 else:
                     db.execute("DELETE FROM changes WHERE seq = ?", (seq,))
             db.execute("COMMIT")
+
+    def erase(self, email: str) -> int:
+        """Remove every row that names this address (GDPR Art. 17; runs after `forget` applied the log)."""
+        with self._connection(create=False) as db:
+            if db is None:
+                return 0
+            needle = json.dumps(email.strip().lower(), ensure_ascii=False)
+            count = db.execute("DELETE FROM changes WHERE instr(lower(data), ?) OR instr(lower(mail), ?)",
+                               (needle, needle)).rowcount
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # nor do the old pages stay in the WAL file
+            return count
 
     def last_seq(self) -> int:
         """The number of the newest change ever appended: a reader's cache is stale when it grows."""

@@ -2,13 +2,15 @@
 
 `SubscriberStore.forget` removes the person from the list; what a send left behind about
 them goes here. Journal rows stay (so a resumed send still knows the row is done and skips
-it) but lose the address and name; outbox messages addressed to the person are deleted.
+it) but lose the address and name; outbox messages addressed to the person are deleted, and
+so is what the change log still holds about them (a mail `serve` has not sent yet).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from newsletter.changes import ChangeLog
 from newsletter.journal import SendJournal, journals
 from newsletter.message import ascii_address
 from newsletter.transport import outbox_name
@@ -20,6 +22,7 @@ def erase_traces(state_dir: Path, email: str) -> tuple[int, int]:
     for path in journals(state_dir / "journal"):
         with SendJournal(path) as journal:
             rows += journal.erase(email)
+    ChangeLog(state_dir / "changes.sqlite").erase(email)
     files = 0
     names = {name.lower() for name in (outbox_name(email), outbox_name(ascii_address(email)))}
     outbox = state_dir / "outbox"

@@ -901,3 +901,22 @@ def test_an_unsubscribe_counts_from_its_answer_before_the_file_is_written(ws: Wo
         assert not people.changed
     assert [e.kind for e in person(ws, "anna@example.org").events] == ["added", "unsubscribed"]
     assert bea == person(ws, "bea@example.org")
+
+
+def test_forget_also_erases_what_the_change_log_holds(ws: Workspace, runner) -> None:
+    """A sign-up answered but not yet written, and its confirmation mail not yet sent: `forget`
+    leaves neither behind, so no mail goes to someone who was just erased."""
+    from newsletter.changes import SIGN_UP, ChangeLog
+    from newsletter.subscribers import now
+
+    log = ChangeLog(ws.state_dir / "changes.sqlite")
+    log.append(SIGN_UP, "", now(), email="Geheim@example.org", name="G", ip="203.0.113.5", page="",
+               consent_text=CONSENT, consent_version="1", message_id="<x@praxis.example.org>")
+    log.append(SIGN_UP, "", now(), email="bleibt@example.org", name="", ip="203.0.113.6", page="",
+               consent_text=CONSENT, consent_version="1", message_id="<y@praxis.example.org>")
+    result = invoke(runner, "subscribers", "forget", "geheim@example.org", "--yes")
+    assert result.exit_code == 0, result.output
+    assert person(ws, "geheim@example.org") is None
+    assert [mail.email for mail in log.mails_due()] == ["bleibt@example.org"]
+    raw = b"".join(path.read_bytes() for path in ws.state_dir.glob("changes.sqlite*"))
+    assert b"bleibt@example.org" in raw and b"geheim" not in raw.lower()  # not even in freed pages
