@@ -55,7 +55,7 @@ from newsletter.subscribers import (
 
 UNSUBSCRIBE, SIGN_UP, CONFIRM, BOUNCE = "unsubscribe", "signup", "confirm", "bounce"
 SOURCE = "web"
-CONFIRM_MAIL, WELCOME_MAIL = "confirm", "welcome"  # the templates of newsletter.mails
+CONFIRM_MAIL, WELCOME_MAIL = "confirm", "welcome"  # the mails a change calls for: templates/confirm.md, welcome.md
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS changes (

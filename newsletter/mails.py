@@ -35,8 +35,6 @@ FENCE = "+++"
 # The standard SMTP policy, with quoted-printable lines of at most 76 bytes (RFC 2045) instead of 78;
 # headers given raw (set_raw) are written as they are, which keeps List-Unsubscribe on one line.
 POLICY = SMTP.clone(max_line_length=76, refold_source="none")
-CONFIRM_MAIL = "confirm"
-WELCOME_MAIL = "welcome"
 BUTTON_MARK = "NLBUTTONQ"  # where {{ button }} stood; letters only, so Markdown leaves it alone
 
 

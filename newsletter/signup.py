@@ -24,11 +24,20 @@ from email.parser import BytesHeaderParser
 from urllib.parse import urlsplit
 
 from newsletter.changes import CONFIRM as CONFIRM_CHANGE
-from newsletter.changes import SIGN_UP, WRITE_PAUSE, MailDue, apply_changes, apply_forever, may_confirm
+from newsletter.changes import (
+    CONFIRM_MAIL,
+    SIGN_UP,
+    WELCOME_MAIL,
+    WRITE_PAUSE,
+    MailDue,
+    apply_changes,
+    apply_forever,
+    may_confirm,
+)
 from newsletter.changes import UNSUBSCRIBE as UNSUBSCRIBE_CHANGE
 from newsletter.config import Config
 from newsletter.errors import NewsletterError, SubscriberError
-from newsletter.mails import CONFIRM_MAIL, WELCOME_MAIL, Mail, build_mail, new_message_id
+from newsletter.mails import Mail, build_mail, new_message_id
 from newsletter.subscribers import (
     ACTIVE,
     INVITED,

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from conftest import invoke
 
-from newsletter.mails import CONFIRM_MAIL, WELCOME_MAIL, build_mail
+from newsletter.changes import CONFIRM_MAIL, WELCOME_MAIL
+from newsletter.mails import build_mail
 from newsletter.workspace import Workspace
 
 

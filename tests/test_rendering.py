@@ -15,8 +15,9 @@ from browser_support import Offline
 from conftest import write_issue
 from playwright.sync_api import Browser
 
+from newsletter.changes import CONFIRM_MAIL, WELCOME_MAIL
 from newsletter.issue import parse_issue
-from newsletter.mails import CONFIRM_MAIL, WELCOME_MAIL, build_mail
+from newsletter.mails import build_mail
 from newsletter.merge import recipient_values
 from newsletter.render import COLUMN_WIDTH, render_issue
 from newsletter.workspace import Workspace
