@@ -58,7 +58,7 @@ from newsletter.journal import SendJournal, journal_path  # noqa: E402
 from newsletter.message import MessageFactory, Recipient  # noqa: E402
 from newsletter.render import RenderedIssue, render_issue  # noqa: E402
 from newsletter.subscribers import SubscriberStore  # noqa: E402
-from newsletter.tokens import unsubscribe_url  # noqa: E402
+from newsletter.tokens import unsubscribe_mailto, unsubscribe_subject, unsubscribe_url  # noqa: E402
 from newsletter.workspace import Workspace  # noqa: E402
 
 ISSUE = "issues/2026-12-innehalten.md"
@@ -446,7 +446,7 @@ def mailmerge_files(workspace: Workspace, people: list[Recipient], folder: Path,
         f"REPLY-TO: {nl.reply_to}",
         f"SUBJECT: {rendered.issue.subject}",
         f"List-Id: {nl.name} <{config.list_id}>",
-        f"List-Unsubscribe: <{{{{ unsubscribe_url }}}}>, <mailto:{nl.from_email}?subject=unsubscribe>",
+        "List-Unsubscribe: <{{ unsubscribe_url }}>, <{{ unsubscribe_mailto }}>",
         "List-Unsubscribe-Post: List-Unsubscribe=One-Click",
         "MIME-Version: 1.0",
         f'Content-Type: multipart/alternative; boundary="{boundary}"',
@@ -466,11 +466,15 @@ def mailmerge_files(workspace: Workspace, people: list[Recipient], folder: Path,
     secret = workspace.secret()
     with (folder / "mailmerge_database.csv").open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["email", "name", "first_name", "last_name", "unsubscribe_url"])
+        # the same per-person fields our messages carry, the unsubscribe by mail with its token too
+        writer.writerow(["email", "name", "first_name", "last_name", "unsubscribe_url", "unsubscribe_subject",
+                         "unsubscribe_mailto"])
         for person in people:
             first, _, last = person.name.partition(" ")
             writer.writerow([person.email, person.name, first, last,
-                             unsubscribe_url(config.base_url, secret, person.id)])
+                             unsubscribe_url(config.base_url, secret, person.id),
+                             unsubscribe_subject(secret, person.id, nl.language),
+                             unsubscribe_mailto(nl.from_email, secret, person.id, nl.language)])
     (folder / "mailmerge_server.conf").write_text(
         f"[smtp_server]\nhost = 127.0.0.1\nport = {port}\n", encoding="utf-8")
     return ["--template", str(folder / "mailmerge_template.txt"),

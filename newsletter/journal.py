@@ -7,9 +7,10 @@ become `unknown` and are resent only when the author asks, so nobody gets a copy
 
 Durable without waiting for the disk: commits survive a killed process (synchronous=NORMAL),
 and once per message one commit also waits for the disk (an fsync) -- the one that reserves
-the worker's next row, made while the current message's data is on its way and before the
-final "." that lets the server accept it. The fsync overlaps the network, and it makes every
-earlier commit durable, this message's `sending` included. So after
+the worker's next row, made while the tool waits for the server anyway (a distant server's
+answers to MAIL, RCPT and DATA, else a near one's reading of the data), always before the
+final "." that lets the server accept it. The fsync overlaps the network, and it makes every earlier commit
+durable, this message's `sending` included. So after
 
 - kill -9 or a crash: every commit is there. `sending` becomes `unknown`; `reserved` goes
   back to `pending` (its MAIL FROM never went out: `sending` is committed before it).
@@ -347,8 +348,8 @@ class SendJournal:
     def reserve(self, now: float) -> Row | None:
         """The next due row, held for one worker, in a commit that waits for the disk.
 
-        A worker calls this while its current message's data is on its way, before the final
-        ".": the fsync then costs no time, and it makes that message's `sending` durable. One
+        A worker calls this while it waits for the server during its current message, before the
+        final ".": the fsync then costs no time, and it makes that message's `sending` durable. One
         statement in its own (autocommit) transaction: the least time before the fsync.
         """
         with self._synced():

@@ -296,9 +296,9 @@ class SendRun:
         """Send one reserved row; returns the row reserved for the next message meanwhile.
 
         That reservation waits for the disk (an fsync, see journal.py). The transport makes it
-        once the data is out and before the final ".", while the server reads the data: the
-        server can accept the message only once its `sending` is durable, and the fsync
-        overlaps the network. The message itself is built while the server answers MAIL, RCPT
+        before the final ".", where it waits for the server anyway (a distant server's answers
+        to MAIL, RCPT and DATA, else a near one's reading of the data): the server can accept
+        the message only once its `sending` is durable, and the fsync overlaps the network. The message itself is built while the server answers MAIL, RCPT
         and DATA.
         """
         following: list[Row | None] = []

@@ -11,6 +11,7 @@ import contextlib
 import functools
 import os
 import re
+import select
 import smtplib
 import socket
 import ssl
@@ -32,8 +33,10 @@ Data = bytes | Callable[[], bytes]  # the message, or how to build it while the 
 
 
 class Transport(Protocol):
-    """`deliver` calls `before_end` once the data is out and before the message is complete (the
-    final "." or the outbox file's rename): the moment a send journal makes its state durable.
+    """`deliver` calls `before_end` once before the message is complete (the final "." or the
+    outbox file's rename), where it would wait anyway: while a distant server answers pipelined
+    MAIL, RCPT and DATA, else while the server reads the data. A send journal makes its state
+    durable then (an fsync).
     `envid` names the message in delivery status notifications (RFC 3461) where the server
     offers them, so a bounce that comes back later can be matched to its journal row."""
 
@@ -238,6 +241,8 @@ class SmtpTransport(_Closing):
     def _transaction(self, conn: smtplib.SMTP, sender: str, recipient: str, body: Callable[[], bytes],
                      before_end: Callable[[], None] | None, envid: str) -> Reply:
         """MAIL, RCPT and DATA; pipelined (RFC 2920) when the server offers it: two round trips, not four.
+        The message is built while the server answers them, and `before_end` called then too
+        unless the answers are already there.
 
         A server that answers 421 and hangs up (Postfix and providers do, when they throttle)
         leaves the replies after the 421 unread: the 421 is what counts, not the lost connection.
@@ -253,6 +258,9 @@ class SmtpTransport(_Closing):
                 conn.send("".join(f"{command}\r\n" for command in commands))
                 try:
                     body()  # built while the server answers
+                    if before_end is not None and not _answered(conn):
+                        before_end()  # a distant server: its answers take longer than the fsync
+                        before_end = None
                 except BaseException:
                     self._drop()  # its DATA may be accepted already: only closing ends it unsent
                     raise
@@ -287,7 +295,7 @@ class SmtpTransport(_Closing):
             raise _Refused(Reply(0, f"Verbindung abgebrochen ({exc})", Step.DATA)) from None
         if before_end is not None:
             try:
-                before_end()  # while the server reads the data
+                before_end()  # a near server: while it reads the data
             except BaseException:
                 self._drop()  # mid-DATA: this connection cannot carry another message
                 raise
@@ -334,6 +342,16 @@ class _Refused(Exception):
 
 def _reply(answer: tuple[int, bytes], step: Step) -> Reply:
     return Reply(answer[0], _text(answer[1]), step)
+
+
+def _answered(conn: smtplib.SMTP) -> bool:
+    """Have the server's answers arrived already (a server close by), or are they still on their way?"""
+    sock = conn.sock
+    if sock is None:
+        return True
+    if isinstance(sock, ssl.SSLSocket) and sock.pending():
+        return True
+    return bool(select.select([sock], [], [], 0)[0])
 
 
 def _xtext(value: str) -> str:
