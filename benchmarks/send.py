@@ -591,9 +591,9 @@ def latency_benchmark(workspace: Workspace, folder: Path, kind: str, latency_ms:
     one.name, four.name = "newsletter send --yes, 1 connection", "newsletter send --yes, 4 connections"
     plain.name = "plain smtplib (TCP_NODELAY), pre-built"
     extra = [
-        ("ours (1) / smtplib", f"{one.rate / plain.rate:.1f}× (target ≥ 1.8×: "
+        ("ours (1) / smtplib", f"{one.rate / plain.rate:.2f}× (target ≥ 1.8×: "
                                f"{'met' if one.rate >= 1.8 * plain.rate else 'MISSED'})"),
-        ("ours (4) / smtplib", f"{four.rate / plain.rate:.1f}× (target ≥ 3.5×: "
+        ("ours (4) / smtplib", f"{four.rate / plain.rate:.2f}× (target ≥ 3.5×: "
                                f"{'met' if four.rate >= 3.5 * plain.rate else 'MISSED'})"),
     ]
     if peer:

@@ -37,7 +37,8 @@ from typing import Any
 from newsletter.errors import NewsletterError
 from newsletter.journal import Row, SendJournal, journals
 from newsletter.message import ascii_domain
-from newsletter.returns import Failure, Kind, Ours, Returned, classify
+from newsletter.returns import Failure, Kind, Ours, Returned
+from newsletter.sorting import Sorted, Sorter
 from newsletter.subscribers import (
     ACTIVE,
     BOUNCE,
@@ -387,12 +388,13 @@ def read_inbox(workspace: Workspace, dry_run: bool = False,
                 uids = []
             folders = Folders(client)
             actor = Actor(workspace, sent, dry_run)
-            for start in range(0, len(uids), BATCH):
-                if stop():
-                    break
-                batch = uids[start:start + BATCH]
-                _handle_batch(client, folders, state, actor, report, uidvalidity, batch)
-                progress(min(start + BATCH, len(uids)), len(uids))
+            with Sorter(sent.ours, len(uids)) as sorter:
+                for start in range(0, len(uids), BATCH):
+                    if stop():
+                        break
+                    batch = uids[start:start + BATCH]
+                    _handle_batch(client, folders, state, actor, report, uidvalidity, batch, sorter)
+                    progress(min(start + BATCH, len(uids)), len(uids))
     except OSError as exc:
         raise InboxError(f"{settings.host}: Verbindung zum Postfach abgebrochen ({exc})") from None
     finally:
@@ -401,15 +403,19 @@ def read_inbox(workspace: Workspace, dry_run: bool = False,
 
 
 def _handle_batch(client: Any, folders: Folders, state: InboxState, actor: Actor, report: InboxReport,
-                  uidvalidity: int, batch: list[int]) -> None:
-    """One batch, in the order that makes a crash anywhere harmless (module docstring)."""
+                  uidvalidity: int, batch: list[int], sorter: Sorter) -> None:
+    """One batch, in the order that makes a crash anywhere harmless (module docstring).
+
+    Mails are fetched FETCH at a time; while the sorter sorts one chunk the next is fetched.
+    """
     settings = actor.workspace.config.imap
     sizes = client.fetch(batch, ["RFC822.SIZE"])
     keys: dict[int, str] = {}
     known: dict[str, Outcome] = {}
     results: dict[int, Handled] = {}
-    for start in range(0, len(batch), FETCH):
-        chunk = batch[start:start + FETCH]
+
+    def fetched(chunk: list[int]) -> dict[int, bytes]:
+        """The chunk's mails not acted on before (those get their old outcome right away)."""
         small = [uid for uid in chunk if sizes.get(uid, {}).get(b"RFC822.SIZE", 0) <= LARGE]
         large = [uid for uid in chunk if uid not in small and uid in sizes]
         raw: dict[int, bytes] = {}
@@ -422,17 +428,28 @@ def _handle_batch(client: Any, folders: Folders, state: InboxState, actor: Actor
         here = {uid: hashlib.sha256(raw[uid]).hexdigest() for uid in raw}
         keys.update(here)
         known.update(state.acted(list(here.values())))
-        for uid in sorted(raw):
-            if here[uid] in known:
-                results[uid] = Handled(uid, known[here[uid]], note="schon früher bearbeitet")
-                continue
-            try:
-                found = classify(raw[uid], actor.sent.ours)
-            except Exception:  # noqa: BLE001 - broken MIME must not stop her inbox; the mail stays
+        for uid in [uid for uid in raw if here[uid] in known]:
+            results[uid] = Handled(uid, known[here[uid]], note="schon früher bearbeitet")
+            del raw[uid]
+        return raw
+
+    def decide(sorted_mails: Sorted) -> None:
+        for uid in sorted(sorted_mails):
+            found = sorted_mails[uid]
+            if found is None:
                 report.notes.append(f"Mail {uid} ist nicht lesbar (kaputtes MIME): liegen gelassen")
                 results[uid] = Handled(uid, Outcome.OTHER, note="nicht lesbar")
-                continue
-            results[uid] = actor.decide(uid, found)
+            else:
+                results[uid] = actor.decide(uid, found)
+
+    chunks = [batch[start:start + FETCH] for start in range(0, len(batch), FETCH)]
+    sorter.submit(fetched(chunks[0]) if chunks else {})
+    for chunk in chunks[1:]:
+        mails = fetched(chunk)  # while the sorter works on the chunk before
+        ready = sorter.take()
+        sorter.submit(mails)
+        decide(ready)
+    decide(sorter.take())
     if actor.dry_run:
         report.handled.extend(results[uid] for uid in sorted(results))
         return

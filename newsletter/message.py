@@ -25,7 +25,7 @@ from newsletter.config import Config
 from newsletter.headers import address, encode_phrase, encode_text
 from newsletter.merge import UNSUBSCRIBE, UNSUBSCRIBE_SUBJECT, Slot, recipient_values
 from newsletter.render import RenderedIssue
-from newsletter.tokens import unsubscribe_mailto, unsubscribe_subject, unsubscribe_url
+from newsletter.tokens import unsubscribe_links
 
 CRLF = b"\r\n"
 MAX_LINE = 76
@@ -163,11 +163,10 @@ class MessageFactory:
         return text
 
     def build(self, recipient: Recipient, date: float | None = None) -> OutgoingMessage:
-        unsubscribe = unsubscribe_url(self.base_url, self.secret, recipient.id)
+        unsubscribe, by_mail, mailto = unsubscribe_links(self.base_url, self.envelope_from, self.secret,
+                                                         recipient.id, self.language)
         values = self.fixed_values if self.fixed_values is not None else recipient_values(
             recipient.email, recipient.name)
-        by_mail = unsubscribe_subject(self.secret, recipient.id, self.language)
-        mailto = unsubscribe_mailto(self.envelope_from, self.secret, recipient.id, self.language)
         values = {**values, UNSUBSCRIBE: unsubscribe, UNSUBSCRIBE_SUBJECT: by_mail}
         plain = [encode_piece(slot.value(values)) for slot in self.slots]
         escaped = [encode_piece(html.escape(slot.value(values), quote=True)) for slot in self.slots]

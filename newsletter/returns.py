@@ -316,8 +316,9 @@ PLAIN_ADDRESS = re.compile(r'\s*(?:[\w .\'!-]*<)?([^\s<>()\[\]",;:@\\]+@[A-Za-z0
 
 def _plain(value: object) -> str | None:
     """The address of the common plain forms, without the standard library's slow full parser."""
-    plain = PLAIN_ADDRESS.fullmatch(value) if isinstance(value, str) else None
-    return plain.group(1) if plain and value.count("<") == value.count(">") == ("<" in value) else None
+    if not isinstance(value, str) or not (plain := PLAIN_ADDRESS.fullmatch(value)):
+        return None
+    return plain.group(1) if value.count("<") == value.count(">") == ("<" in value) else None
 
 
 def _address(value: str) -> str:

@@ -298,8 +298,8 @@ class SendRun:
         That reservation waits for the disk (an fsync, see journal.py). The transport makes it
         before the final ".", where it waits for the server anyway (a distant server's answers
         to MAIL, RCPT and DATA, else a near one's reading of the data): the server can accept
-        the message only once its `sending` is durable, and the fsync overlaps the network. The message itself is built while the server answers MAIL, RCPT
-        and DATA.
+        the message only once its `sending` is durable, and the fsync overlaps the network.
+        The message itself is built while the server answers MAIL, RCPT and DATA.
         """
         following: list[Row | None] = []
 

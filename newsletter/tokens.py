@@ -50,7 +50,7 @@ def verify_token(secret: bytes, token: str, purpose: str = UNSUBSCRIBE,
 
 
 def unsubscribe_url(base_url: str, secret: bytes, subscriber_id: str) -> str:
-    return f"{base_url.rstrip('/')}/u/{make_token(secret, subscriber_id)}"
+    return unsubscribe_links(base_url, "", secret, subscriber_id)[0]
 
 
 UNSUBSCRIBE_WORD = {"de": "Abmelden", "en": "Unsubscribe"}
@@ -59,9 +59,18 @@ UNSUBSCRIBE_WORD = {"de": "Abmelden", "en": "Unsubscribe"}
 def unsubscribe_subject(secret: bytes, subscriber_id: str, language: str = "de") -> str:
     """The subject of an unsubscribe by mail: "Abmelden <token>", so `newsletter inbox` can verify
     who asked, whatever address the mail comes from."""
-    return f"{UNSUBSCRIBE_WORD.get(language, 'Abmelden')} {make_token(secret, subscriber_id)}"
+    return unsubscribe_links("", "", secret, subscriber_id, language)[1]
 
 
 def unsubscribe_mailto(address: str, secret: bytes, subscriber_id: str, language: str = "de") -> str:
     """The mailto: of List-Unsubscribe (Gmail and Apple Mail send it when a reader presses their button)."""
-    return f"mailto:{address}?subject={unsubscribe_subject(secret, subscriber_id, language).replace(' ', '%20')}"
+    return unsubscribe_links("", address, secret, subscriber_id, language)[2]
+
+
+def unsubscribe_links(base_url: str, address: str, secret: bytes, subscriber_id: str,
+                      language: str = "de") -> tuple[str, str, str]:
+    """The link, the subject by mail and the mailto: of one person, from one token (every message
+    carries all three)."""
+    token = make_token(secret, subscriber_id)
+    subject = f"{UNSUBSCRIBE_WORD.get(language, 'Abmelden')} {token}"
+    return f"{base_url.rstrip('/')}/u/{token}", subject, f"mailto:{address}?subject={subject.replace(' ', '%20')}"

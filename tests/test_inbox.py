@@ -371,12 +371,13 @@ def test_sigkill_at_random_points_then_rerun_acts_exactly_once_and_loses_nothing
     rng = random.Random(11)
     for moment in sorted(rng.uniform(0.3, 3.0) for _ in range(8)):
         process = subprocess.Popen([sys.executable, "-m", "newsletter", "inbox"], cwd=ws.root, env=env,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         try:  # the crash: at an arbitrary moment of the run (fetching, acting, moving, remembering)
             process.wait(timeout=moment)
         except subprocess.TimeoutExpired:
             process.send_signal(signal.SIGKILL)
             process.wait()
+        _wait_until_gone(process.pid)  # its sorting helper ends with it
         if _done(ws) == 500:
             break
     final = subprocess.run([sys.executable, "-m", "newsletter", "inbox", "--json"], cwd=ws.root, env=env,
@@ -397,6 +398,41 @@ def test_sigkill_at_random_points_then_rerun_acts_exactly_once_and_loses_nothing
                                                      f"Final-Recipient: rfc822; {a}\r".encode() in m for m in mails)}
     with SendJournal(journal_path(ws.journal_dir, "2027-01-impuls")) as journal:
         assert journal.bounce_counts() == {"hard": len(hard), "soft": len(soft), "policy": 0}
+
+
+def _wait_until_gone(group: int) -> None:
+    """Every process of this process group has ended (within 10 s), else the test fails."""
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return
+        assert time.monotonic() < deadline, "a process of the killed inbox is still running"
+        time.sleep(0.05)
+
+
+def test_the_sorting_helper_sorts_as_this_process_does_and_ends_with_it(ws, runner, imap, sent) -> None:
+    """With many mails they are sorted in a forked helper while the next ones are fetched: the
+    same results, broken MIME included, and the helper is gone when the command ends."""
+    from newsletter.inbox import SentMail
+    from newsletter.sorting import Sorter, sort_here
+
+    mails, _ = _mixed_mailbox(ws, sent, 150)
+    chunks = [dict(enumerate(mails[:75])), {n + 75: m for n, m in enumerate([*mails[75:], broken_mime()])}]
+    ours = SentMail(ws).ours
+    with Sorter(ours, expected=151) as sorter:
+        helper = sorter._process
+        assert helper is not None and helper.pid != os.getpid()
+        sorter.submit(chunks[0])
+        results = sorter.take()
+        sorter.submit(chunks[1])
+        results.update(sorter.take())
+    assert not helper.is_alive()
+    assert results == {**sort_here(chunks[0], ours), **sort_here(chunks[1], ours)}
+    assert len(results) == 151
+    with Sorter(ours, expected=3) as few:  # a few mails: no process at all
+        assert few._process is None
 
 
 def _place(mail: bytes) -> str:
