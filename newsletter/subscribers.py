@@ -25,7 +25,6 @@ import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
-from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 from zoneinfo import ZoneInfo
@@ -36,23 +35,11 @@ from filelock import FileLock, Timeout
 
 from newsletter.config import toml_error_text
 from newsletter.errors import SubscriberError
+from newsletter.statuses import ACTIVE, BOUNCED, PENDING, STATUS_LABELS, STATUSES, UNSUBSCRIBED
 
 if TYPE_CHECKING:
     from newsletter.changes import ChangeLog
 
-class Status(StrEnum):
-    """Where a person stands; the value is what the file says (a StrEnum: equal to that text)."""
-
-    PENDING = "pending"            # signed up or added, not confirmed: never mailed
-    ACTIVE = "active"              # confirmed: the only people an issue goes to
-    UNSUBSCRIBED = "unsubscribed"  # left: never mailed again
-    BOUNCED = "bounced"            # the mailbox does not exist: never mailed again
-
-
-PENDING, ACTIVE, UNSUBSCRIBED, BOUNCED = Status
-STATUSES = tuple(str(status) for status in Status)
-STATUS_LABELS: dict[str, str] = {PENDING: "unbestätigt", ACTIVE: "aktiv", UNSUBSCRIBED: "abgemeldet",
-                 BOUNCED: "unzustellbar"}
 LOCK_TIMEOUT = 60.0
 PLAUSIBLE_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")
 # Ids travel in unsubscribe links; tokens.py accepts exactly these characters.

@@ -26,7 +26,6 @@ from rich.text import Text
 
 from newsletter.cli.app import app, confirm, current_workspace, err, out, print_json
 from newsletter.errors import NewsletterError
-from newsletter.journal import STATES, journal_path
 
 if TYPE_CHECKING:  # the send path (rendering, premailer) loads when a send runs, not for `status`
     from newsletter.send import SendPlan, SendRun, SendSummary
@@ -230,6 +229,8 @@ def _when(timestamp: float) -> str:
 
 
 def _print_counts(counts: dict[str, int]) -> None:
+    from newsletter.journal import STATES  # the journal (and filelock) only where a command needs it
+
     table = Table(show_header=False, box=None, padding=(0, 2))
     for state in STATES:
         if counts.get(state):
@@ -238,6 +239,8 @@ def _print_counts(counts: dict[str, int]) -> None:
 
 
 def _print_summary(workspace: Workspace, plan: SendPlan, summary: SendSummary) -> None:
+    from newsletter.journal import STATES
+
     if summary.archive_note:
         err.print(Text.assemble(("Hinweis: ", "yellow"), summary.archive_note), soft_wrap=True)
     if summary.recovered_unknown:
@@ -345,6 +348,7 @@ def status(
     slug = None
     if issue is not None:
         from newsletter.issue import parse_issue
+        from newsletter.journal import journal_path
 
         slug = parse_issue(workspace.resolve_issue(issue)).slug
         if not journal_path(workspace.journal_dir, slug).exists():

@@ -14,24 +14,12 @@ from rich.table import Table
 from rich.text import Text
 
 from newsletter.cli.app import ErrorBoundary, app, confirm, current_workspace, error_line, out, print_json
-from newsletter.subscribers import (
-    ACTIVE,
-    BOUNCED,
-    PENDING,
-    PROOF_LABELS,
-    STATUS_LABELS,
-    UNSUBSCRIBED,
-    Moment,
-    Subscriber,
-    SubscriberStore,
-    needs_fresh_confirmation,
-    proof_of_consent,
-    subscriber_stats,
-)
+from newsletter.statuses import ACTIVE, BOUNCED, PENDING, STATUS_LABELS, UNSUBSCRIBED
 
-if TYPE_CHECKING:  # imports, proofs and mails load when a command needs them, not for --help
+if TYPE_CHECKING:  # the list, imports, proofs and mails load when a command needs them, not for --help
     from newsletter.importer import FileReport, ImportReport, RowResult
     from newsletter.proof import ConsentRecord
+    from newsletter.subscribers import Moment, Subscriber, SubscriberStore
 
 subscribers_app = typer.Typer(
     cls=ErrorBoundary, no_args_is_help=True, rich_markup_mode="rich",
@@ -267,6 +255,8 @@ def show(email: str = EMAIL_ARG, json_output: bool = JSON_OPTION) -> None:
         else:
             shown = value or "–"
         grid.add_row(label, Text(shown))
+    from newsletter.subscribers import PROOF_LABELS, proof_of_consent
+
     grid.add_row("Nachweis", Text(PROOF_LABELS[proof_of_consent(person)]))
     out.print(grid)
     from newsletter.proof import consent_record
@@ -358,6 +348,8 @@ def stats(json_output: bool = JSON_OPTION) -> None:
 
     Beispiel: [bold]newsletter subscribers stats[/]
     """
+    from newsletter.subscribers import subscriber_stats
+
     numbers = subscriber_stats(_store().load())
     if json_output:
         print_json({"total": numbers.total, "by_status": numbers.by_status,
@@ -402,6 +394,8 @@ def invite(
 
     Beispiel: [bold]newsletter subscribers invite --without-proof[/]
     """
+    from newsletter.subscribers import needs_fresh_confirmation
+
     workspace = current_workspace()
     people = workspace.store().load()
     if emails:
