@@ -412,27 +412,40 @@ def _wait_until_gone(group: int) -> None:
         time.sleep(0.05)
 
 
-def test_the_sorting_helper_sorts_as_this_process_does_and_ends_with_it(ws, runner, imap, sent) -> None:
+SORTER_CHECK = r"""
+import os, pickle, sys
+from newsletter.sorting import Sorter, sort_here
+ours, chunks = pickle.load(open(sys.argv[1], "rb"))
+with Sorter(ours, expected=151) as sorter:
+    helper = sorter._process
+    assert helper is not None and helper.pid != os.getpid(), "no helper process"
+    sorter.submit(chunks[0])
+    results = sorter.take()
+    sorter.submit(chunks[1])
+    results.update(sorter.take())
+assert not helper.is_alive(), "the helper outlived the sorter"
+assert results == {**sort_here(chunks[0], ours), **sort_here(chunks[1], ours)}, "other results"
+assert len(results) == 151
+with Sorter(ours, expected=3) as few:
+    assert few._process is None, "a process for three mails"
+print("ok")
+"""
+
+
+def test_the_sorting_helper_sorts_as_this_process_does_and_ends_with_it(ws, runner, imap, sent, tmp_path) -> None:
     """With many mails they are sorted in a forked helper while the next ones are fetched: the
-    same results, broken MIME included, and the helper is gone when the command ends."""
+    same results, broken MIME included, and the helper is gone when the command ends. In a fresh
+    process, as the command runs (the helper is forked only where no other thread runs)."""
+    import pickle
+
     from newsletter.inbox import SentMail
-    from newsletter.sorting import Sorter, sort_here
 
     mails, _ = _mixed_mailbox(ws, sent, 150)
     chunks = [dict(enumerate(mails[:75])), {n + 75: m for n, m in enumerate([*mails[75:], broken_mime()])}]
-    ours = SentMail(ws).ours
-    with Sorter(ours, expected=151) as sorter:
-        helper = sorter._process
-        assert helper is not None and helper.pid != os.getpid()
-        sorter.submit(chunks[0])
-        results = sorter.take()
-        sorter.submit(chunks[1])
-        results.update(sorter.take())
-    assert not helper.is_alive()
-    assert results == {**sort_here(chunks[0], ours), **sort_here(chunks[1], ours)}
-    assert len(results) == 151
-    with Sorter(ours, expected=3) as few:  # a few mails: no process at all
-        assert few._process is None
+    (tmp_path / "mails.pickle").write_bytes(pickle.dumps((SentMail(ws).ours, chunks)))
+    result = subprocess.run([sys.executable, "-c", SORTER_CHECK, str(tmp_path / "mails.pickle")],
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
 
 
 def _place(mail: bytes) -> str:
