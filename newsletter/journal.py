@@ -9,8 +9,8 @@ Durable without waiting for the disk: commits survive a killed process (synchron
 and once per message one commit also waits for the disk (an fsync) -- the one that reserves
 the worker's next row, made while the tool waits for the server anyway (a distant server's
 answers to MAIL, RCPT and DATA, else a near one's reading of the data), always before the
-final "." that lets the server accept it. The fsync overlaps the network, and it makes every earlier commit
-durable, this message's `sending` included. So after
+final "." that lets the server accept it. The fsync overlaps the network, and it makes every
+earlier commit durable, this message's `sending` included. So after
 
 - kill -9 or a crash: every commit is there. `sending` becomes `unknown`; `reserved` goes
   back to `pending` (its MAIL FROM never went out: `sending` is committed before it).
