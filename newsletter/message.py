@@ -18,14 +18,17 @@ import secrets
 import time
 from dataclasses import dataclass
 from email.utils import formatdate
+from typing import TYPE_CHECKING
 
 import idna
 
 from newsletter.config import Config
 from newsletter.headers import address, encode_phrase, encode_text
 from newsletter.merge import UNSUBSCRIBE, UNSUBSCRIBE_SUBJECT, Slot, recipient_values
-from newsletter.render import RenderedIssue
 from newsletter.tokens import unsubscribe_links
+
+if TYPE_CHECKING:  # the inbox and doctor need the address helpers here, not Jinja2 and the renderer
+    from newsletter.render import RenderedIssue
 
 CRLF = b"\r\n"
 MAX_LINE = 76
@@ -68,8 +71,28 @@ def _soft_end(encoded: bytes) -> bytes:
     return encoded[:start] + last[:cut] + b"=" + CRLF + last[cut:] + b"=" + CRLF
 
 
+def _no_leading_dot(encoded: bytes) -> bytes:
+    """A line that starts with "." would be dot-stuffed (copied) on every send (RFC 5321 4.5.2);
+    written "=2E", the same character in quoted-printable, the message goes out as it is."""
+    if not encoded.startswith(b".") and b"\n." not in encoded:
+        return encoded
+    lines = []
+    for line in encoded.split(CRLF):
+        while line.startswith(b"."):
+            line = b"=2E" + line[1:]
+            if len(line) <= MAX_LINE:
+                break
+            cut = MAX_LINE - 1
+            while b"=" in line[cut - 2:cut]:  # never split an =XX escape
+                cut -= 1
+            lines.append(line[:cut] + b"=")
+            line = line[cut:]
+        lines.append(line)
+    return CRLF.join(lines)
+
+
 def encode_piece(text: str) -> bytes:
-    return _soft_end(_qp(text.replace("\r\n", "\n").replace("\n", "\r\n").encode("utf-8")))
+    return _no_leading_dot(_soft_end(_qp(text.replace("\r\n", "\n").replace("\n", "\r\n").encode("utf-8"))))
 
 
 def ascii_domain(domain: str) -> str:

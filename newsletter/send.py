@@ -552,20 +552,23 @@ def read_mailbox_first(workspace: Workspace, dry_run: bool) -> tuple[str, str]:
 def plan_send(workspace: Workspace, issue: Issue, mailbox: bool = True, dry_run: bool = False) -> SendPlan:
     """Check the issue and count who would get it now; refuses an issue that fails check. With
     `mailbox` (and [imap]), her mailbox is read first (in a dry run without changing anything)."""
-    report = check_issue(workspace, issue)
+    path = journal_path(workspace.journal_dir, issue.slug)
+    store = workspace.store()
+    audience = None if path.exists() else read_audience(store)  # read once, for check and the plan
+    report = check_issue(workspace, issue, audience.people if audience else None)
     if not report.ok or report.rendered is None:
         raise NewsletterError(f"{issue.path.name}: `newsletter check` meldet {len(report.errors)} Fehler; "
                               f"nichts wurde gesendet. Erster Fehler: {report.errors[0]}")
     smtp = workspace.config.smtp
     transport = make_transport(smtp, workspace.outbox_dir / issue.slug, workspace.config.path.parent, "")
     rate = smtp.messages_per_second if smtp.host else None
-    path = journal_path(workspace.journal_dir, issue.slug)
     journal = SendJournal.existing(path)
     if journal is None:
         _refuse_a_second_send_under_a_new_name(workspace, issue)
     found, problem = read_mailbox_first(workspace, dry_run) if mailbox else ("", "")
     if journal is None:
-        audience = read_audience(workspace.store())
+        if audience is None or (store.path.exists() and file_stamp(store) != audience.stamp):  # the mailbox changed it
+            audience = read_audience(store)
         if not audience.people:
             raise NewsletterError("keine aktiven, bestätigten Abonnent:innen; nichts zu senden")
         return SendPlan(issue, report, report.rendered, path, len(audience.people), None, audience,

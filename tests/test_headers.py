@@ -207,3 +207,19 @@ def test_the_factory_writes_the_same_headers(example_workspace: Path, name: str)
     assert message["To"].addresses[0].display_name == name
     assert message["To"].addresses[0].addr_spec == "anna@xn--strae-oqa.de"
     assert not message.defects and all(not getattr(v, "defects", ()) for v in message.values())
+
+
+@given(st.text(alphabet=st.sampled_from(list(".ab= äé\n")), max_size=400))
+@example("." * 200)
+@example("x" * 75 + "\n" + "." * 80)
+def test_no_body_line_starts_with_a_dot_and_the_text_decodes_back(text: str) -> None:
+    """A leading "." is written =2E, so the transport never has to copy the message to stuff it."""
+    import quopri
+
+    from newsletter.message import encode_piece
+
+    encoded = encode_piece(text)
+    lines = encoded.split(b"\r\n")
+    assert not any(line.startswith(b".") for line in lines)
+    assert all(len(line) <= 76 for line in lines)
+    assert quopri.decodestring(encoded).decode("utf-8") == text.replace("\n", "\r\n")
