@@ -57,6 +57,14 @@ def _qp(data: bytes) -> bytes:
     return encoded.replace(b"\r\n", b"\n").replace(b"\n", CRLF)
 
 
+def _cut(line: bytes) -> int:
+    """Where a soft line break can go so the line keeps room for its "=": never inside an =XX escape."""
+    cut = MAX_LINE - 1
+    while b"=" in line[cut - 2:cut]:
+        cut -= 1
+    return cut
+
+
 def _soft_end(encoded: bytes) -> bytes:
     """End a piece with a soft line break so the next piece starts a fresh line."""
     if not encoded or encoded.endswith(CRLF):
@@ -65,9 +73,7 @@ def _soft_end(encoded: bytes) -> bytes:
     last = encoded[start:]
     if len(last) < MAX_LINE:
         return encoded + b"=" + CRLF
-    cut = MAX_LINE - 1
-    while b"=" in last[cut - 2:cut]:  # never split an =XX escape
-        cut -= 1
+    cut = _cut(last)
     return encoded[:start] + last[:cut] + b"=" + CRLF + last[cut:] + b"=" + CRLF
 
 
@@ -82,9 +88,7 @@ def _no_leading_dot(encoded: bytes) -> bytes:
             line = b"=2E" + line[1:]
             if len(line) <= MAX_LINE:
                 break
-            cut = MAX_LINE - 1
-            while b"=" in line[cut - 2:cut]:  # never split an =XX escape
-                cut -= 1
+            cut = _cut(line)
             lines.append(line[:cut] + b"=")
             line = line[cut:]
         lines.append(line)
