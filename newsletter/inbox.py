@@ -57,7 +57,7 @@ from newsletter.transport import ask_password, tls_context
 from newsletter.workspace import Workspace
 
 PASSWORD_ENV = "NEWSLETTER_IMAP_PASSWORD"  # noqa: S105 - the variable's name, not a password
-BATCH = 1000  # mails whose changes are applied together: one rewrite of the subscriber file per batch
+BATCH = 5000  # mails whose changes are applied together: one rewrite of the subscriber file per batch
 FETCH = 50   # mails fetched per IMAP round trip; their bytes are dropped once they are read
 LARGE = 2_000_000  # bytes; a larger mail (a reply with photos) is judged by its headers alone
 RECENT = 14 * 86400  # a bounce matched only by its recipient counts for a message this recent
@@ -442,14 +442,14 @@ def _handle_batch(client: Any, folders: Folders, state: InboxState, actor: Actor
             else:
                 results[uid] = actor.decide(uid, found)
 
-    chunks = [batch[start:start + FETCH] for start in range(0, len(batch), FETCH)]
-    sorter.submit(fetched(chunks[0]) if chunks else {})
-    for chunk in chunks[1:]:
-        mails = fetched(chunk)  # while the sorter works on the chunk before
-        ready = sorter.take()
+    for start in range(0, len(batch), FETCH):
+        mails = fetched(batch[start:start + FETCH])  # while the helpers sort the chunks before
+        ready = sorter.take() if sorter.full else None
         sorter.submit(mails)
-        decide(ready)
-    decide(sorter.take())
+        if ready is not None:
+            decide(ready)
+    while sorter.busy:
+        decide(sorter.take())
     if actor.dry_run:
         report.handled.extend(results[uid] for uid in sorted(results))
         return

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import email
 import email.header
-import email.policy
 import logging
 import re
 from dataclasses import dataclass, field
@@ -71,7 +70,7 @@ class Returned:
 
 def parse(raw: bytes) -> Message:
     """The mail as the standard library reads it; broken MIME comes back as defects, never an exception."""
-    return email.message_from_bytes(raw, policy=email.policy.compat32)
+    return email.message_from_bytes(raw)  # compat32, the default: no header objects to build
 
 
 @dataclass(frozen=True)
@@ -100,7 +99,7 @@ def classify(raw: bytes, ours: Ours) -> Returned:
         return _dsn(msg, found, our_ids)
     if report == "feedback-report" or _part(msg, "message/feedback-report") is not None:
         return _complaint(msg, found, our_ids)
-    if _looks_like_a_bounce(msg):
+    if _looks_like_a_bounce(msg, found):
         legacy = _legacy_bounce(msg, found, our_ids)
         if legacy is not None:
             return legacy
@@ -161,9 +160,8 @@ def _status_blocks(part: Message) -> list[Message]:
             if block.strip()]
 
 
-def _looks_like_a_bounce(msg: Message) -> bool:
-    sender = _address(msg.get("From", "")).lower()
-    subject = _header(msg, "Subject").lower()
+def _looks_like_a_bounce(msg: Message, found: Returned) -> bool:
+    sender, subject = found.sender.lower(), found.subject.lower()
     return (msg.get("X-Failed-Recipients") is not None or sender.startswith(("mailer-daemon@", "postmaster@"))
             or bool(re.search(r"undeliver|unzustellbar|delivery (status notification|failure)|"
                               r"mail delivery (failed|system)|returned mail|nicht zugestellt", subject)))
@@ -311,7 +309,7 @@ def _header(msg: Message, name: str) -> str:
 
 
 PLAIN_ADDRESS = re.compile(r'\s*(?:[\w .\'!-]*<)?([^\s<>()\[\]",;:@\\]+@[A-Za-z0-9.-]+)>?'
-                           r'(?:\s*\([\w .\'!-]*\))?\s*', re.ASCII)  # anna@x.org, Anna <anna@x.org>, a@x (Anna)
+                           r'(?:\s*\([\w .\'!-]*\))?\s*')  # anna@x.org, Anna Müller <anna@x.org>, a@x (Anna)
 
 
 def _plain(value: object) -> str | None:

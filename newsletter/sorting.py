@@ -1,22 +1,25 @@
-"""Sorting mails on the second core while the mailbox is read: `returns.classify` costs about
-as much as fetching the mail, so the two overlap.
+"""Sorting mails on the other cores while the mailbox is read: `returns.classify` costs more
+than fetching the mail, so the two overlap.
 
-`Sorter.submit` hands over one fetched chunk, `take` gives back its results in the same order.
-At most one chunk is with the helper at a time (the next is fetched meanwhile), so neither side
-can block the other on a full pipe. The helper is forked (Linux, and only while this process has
-no other threads): it starts in milliseconds with everything already imported. Elsewhere, for a
-few mails, or if the helper dies, the mails are sorted here, with the same results.
+`Sorter.submit` hands over one fetched chunk, `take` gives back the results of the oldest chunk
+submitted. There is one helper per core, and each has at most one chunk at a time (the next is
+fetched meanwhile), so neither side can block the other on a full pipe. The helpers are forked
+(Linux, and only while this process has no other threads): they start in milliseconds with
+everything already imported. Elsewhere, for a few mails, or for a chunk whose helper died, the
+mails are sorted here, with the same results.
 
-The helper only ever sees mail bytes and gives back `Returned`s; it ignores Ctrl-C (the command
+A helper only ever sees mail bytes and gives back `Returned`s; it ignores Ctrl-C (the command
 handles that) and ends when this process closes the pipe or dies.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 import threading
+from collections import deque
 from typing import Any
 
 from newsletter.returns import Ours, Returned, classify
@@ -36,58 +39,75 @@ def sort_here(mails: dict[int, bytes], ours: Ours) -> Sorted:
 
 
 class Sorter:
-    def __init__(self, ours: Ours, expected: int) -> None:
+    def __init__(self, ours: Ours, expected: int, helpers: int | None = None) -> None:
         self.ours = ours
-        self._held: dict[int, bytes] | None = None  # the chunk with the helper, kept for a fallback
-        self._done: Sorted | None = None
-        self._conn: Any = None
-        self._process: Any = None
+        self._idle: list[tuple[Any, Any]] = []  # (process, pipe) of helpers waiting for a chunk
+        self._queue: deque[tuple[Any, dict[int, bytes], Sorted]] = deque()  # oldest first
+        self._capacity = 1
         if expected >= WORTH_A_HELPER and sys.platform == "linux" and threading.active_count() == 1:
             import multiprocessing
 
             context = multiprocessing.get_context("fork")
-            mine, theirs = context.Pipe()
-            self._process = context.Process(target=_sort_forever, args=(theirs, mine, ours), daemon=True,
-                                            name="newsletter-sorter")
-            self._process.start()
-            theirs.close()
-            self._conn = mine
+            count = helpers or max(1, len(os.sched_getaffinity(0)))
+            for n in range(count):
+                mine, theirs = context.Pipe()
+                others = [conn for _, conn in self._idle]  # the helpers before: their pipes are not its own
+                process = context.Process(target=_sort_forever, args=(theirs, [mine, *others], ours), daemon=True,
+                                          name=f"newsletter-sorter-{n + 1}")
+                process.start()
+                theirs.close()
+                self._idle.append((process, mine))
+            self._capacity = count
+
+    @property
+    def full(self) -> bool:
+        """Every helper has a chunk: take() one before the next submit()."""
+        return len(self._queue) >= self._capacity
+
+    @property
+    def busy(self) -> bool:
+        """Chunks are waiting to be taken."""
+        return bool(self._queue)
 
     def submit(self, mails: dict[int, bytes]) -> None:
-        assert self._held is None and self._done is None, "take() the last chunk first"
-        if self._conn is not None:
+        assert not self.full, "take() a chunk first"
+        while self._idle:
+            helper = self._idle.pop()
             try:
-                self._conn.send(mails)
-                self._held = mails
-                return
+                helper[1].send(mails)
             except OSError:
-                self._stop()
-        self._done = sort_here(mails, self.ours)
+                self._stop(helper)
+                continue
+            self._queue.append((helper, mails, {}))
+            return
+        self._queue.append((None, mails, sort_here(mails, self.ours)))
 
     def take(self) -> Sorted:
-        if self._held is not None:
-            mails, self._held = self._held, None
-            try:
-                return dict(self._conn.recv())
-            except (EOFError, OSError):  # the helper died: sort this chunk here, and the rest too
-                self._stop()
-                return sort_here(mails, self.ours)
-        done, self._done = self._done or {}, None
-        return done
+        """The results of the oldest chunk submitted."""
+        helper, mails, done = self._queue.popleft()
+        if helper is None:
+            return done
+        try:
+            results = dict(helper[1].recv())
+        except (EOFError, OSError):  # the helper died: sort its chunk here; the others go on
+            self._stop(helper)
+            return sort_here(mails, self.ours)
+        self._idle.append(helper)
+        return results
 
     def close(self) -> None:
-        self._stop()
+        for helper in [*self._idle, *(h for h, _, _ in self._queue if h is not None)]:
+            self._stop(helper)
+        self._idle, self._queue = [], deque()
 
-    def _stop(self) -> None:
-        if self._conn is not None:
-            with contextlib.suppress(OSError):
-                self._conn.close()
-            self._conn = None
-        if self._process is not None:
-            self._process.join(2)
-            if self._process.is_alive():
-                self._process.kill()
-            self._process = None
+    def _stop(self, helper: tuple[Any, Any]) -> None:
+        process, conn = helper
+        with contextlib.suppress(OSError):
+            conn.close()
+        process.join(2)
+        if process.is_alive():
+            process.kill()
+        self._capacity = max(1, self._capacity - 1)
 
     def __enter__(self) -> Sorter:
         return self
@@ -96,10 +116,11 @@ class Sorter:
         self.close()
 
 
-def _sort_forever(conn: Any, parents_end: Any, ours: Ours) -> None:
+def _sort_forever(conn: Any, not_mine: list[Any], ours: Ours) -> None:
     """The helper: sort each chunk it is given, until the pipe closes (the command ended or died)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    parents_end.close()  # else its own copy of that end would keep the pipe open when the parent dies
+    for end in not_mine:  # else its copies of the parent's ends would keep those pipes open when the parent dies
+        end.close()
     while True:
         try:
             mails = conn.recv()

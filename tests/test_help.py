@@ -117,6 +117,27 @@ def test_the_real_program_helps_in_german(tmp_path: Path) -> None:
     assert "Aufruf: python -m newsletter" in bare.stdout and not ENGLISH.search(bare.stdout + bare.stderr)
 
 
+LOADED = r"""
+import atexit, sys
+from newsletter.cli import main
+heavy = ("pydantic", "premailer", "cssutils", "mjml", "jinja2", "werkzeug", "imapclient")  # markdown-it: rich's help
+atexit.register(lambda: print("loaded:", " ".join(m for m in heavy if m in sys.modules)))
+sys.argv = ["newsletter", *sys.argv[1:]]
+main()
+"""
+
+
+@pytest.mark.parametrize("args", [["status"], ["--workspace", ".", "subscribers", "list"], ["send", "--help"],
+                                  ["preview", "--help"]], ids=" ".join)
+def test_commands_start_without_what_they_do_not_use(args: list[str], ws: Workspace) -> None:
+    """A status, a list or a help loads no renderer, no mailbox library, and not pydantic (which
+    Typer would import to read a plain text or path argument): a tenth of a second each time."""
+    result = subprocess.run([sys.executable, "-c", LOADED, *args], cwd=ws.root, capture_output=True, text=True,
+                            check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().endswith("loaded:"), result.stdout[-500:]
+
+
 @pytest.mark.parametrize("path", [path for path in COMMANDS if path], ids=" ".join)
 def test_a_usage_mistake_of_every_command_is_one_german_line(path, ws: Workspace, runner) -> None:
     result = invoke(runner, *path, "--gibts-nicht")

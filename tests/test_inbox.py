@@ -416,18 +416,24 @@ SORTER_CHECK = r"""
 import os, pickle, sys
 from newsletter.sorting import Sorter, sort_here
 ours, chunks = pickle.load(open(sys.argv[1], "rb"))
-with Sorter(ours, expected=151) as sorter:
-    helper = sorter._process
-    assert helper is not None and helper.pid != os.getpid(), "no helper process"
+with Sorter(ours, expected=151, helpers=2) as sorter:
+    helpers = [process for process, _ in sorter._idle]
+    assert len(helpers) == 2 and os.getpid() not in [h.pid for h in helpers], "no helper processes"
     sorter.submit(chunks[0])
-    results = sorter.take()
     sorter.submit(chunks[1])
-    results.update(sorter.take())
-assert not helper.is_alive(), "the helper outlived the sorter"
-assert results == {**sort_here(chunks[0], ours), **sort_here(chunks[1], ours)}, "other results"
+    assert sorter.full, "two helpers, two chunks: full"
+    first = sorter.take()
+    sorter.submit(chunks[2])
+    results = {**first, **sorter.take(), **sorter.take()}
+    assert not sorter.busy
+assert not any(h.is_alive() for h in helpers), "a helper outlived the sorter"
+assert list(first) == list(chunks[0]), "the oldest chunk comes back first"
+assert results == {uid: r for chunk in chunks for uid, r in sort_here(chunk, ours).items()}, "other results"
 assert len(results) == 151
 with Sorter(ours, expected=3) as few:
-    assert few._process is None, "a process for three mails"
+    assert few._idle == [], "a process for three mails"
+    few.submit(chunks[2])
+    assert few.take() == sort_here(chunks[2], ours)
 print("ok")
 """
 
@@ -441,7 +447,8 @@ def test_the_sorting_helper_sorts_as_this_process_does_and_ends_with_it(ws, runn
     from newsletter.inbox import SentMail
 
     mails, _ = _mixed_mailbox(ws, sent, 150)
-    chunks = [dict(enumerate(mails[:75])), {n + 75: m for n, m in enumerate([*mails[75:], broken_mime()])}]
+    chunks = [dict(enumerate(mails[:60])), {n + 60: m for n, m in enumerate(mails[60:120])},
+              {n + 120: m for n, m in enumerate([*mails[120:], broken_mime()])}]
     (tmp_path / "mails.pickle").write_bytes(pickle.dumps((SentMail(ws).ours, chunks)))
     result = subprocess.run([sys.executable, "-c", SORTER_CHECK, str(tmp_path / "mails.pickle")],
                             capture_output=True, text=True, timeout=120, check=False)

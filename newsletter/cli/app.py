@@ -6,14 +6,17 @@ import json
 import os
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.text import Text
-from typer._click import exceptions as usage  # Typer >= 0.26 carries its own copy of Click
-from typer._click.core import Context, Parameter
+from typer._click import exceptions as usage  # Typer >= 0.29 carries its own copy of Click
+from typer._click.core import Command, Context, Parameter
+from typer._coercion import RuntimeParam, build_runtime_param
+from typer._param_types import coerce_cli_path
 from typer.core import TyperArgument, TyperOption
 
 from newsletter import __version__
@@ -65,10 +68,54 @@ class ErrorBoundary(LocalGroup):
 
     def parse_args(self, ctx: Context, args: list[str]) -> list[str]:
         """The top level's own options (`newsletter --bogus`) are parsed before `invoke`."""
+        _coerce_plainly(self.get_params(ctx))
         try:
             return super().parse_args(ctx, args)
         except usage.UsageError as exc:
             _usage_exit(exc)
+
+    def resolve_command(self, ctx: Context, args: list[str]) -> tuple[str | None, Command | None, list[str]]:
+        name, command, rest = super().resolve_command(ctx, args)
+        if command is not None:
+            _coerce_plainly(command.get_params(ctx))  # its --help among them
+        return name, command, rest
+
+
+@dataclass(frozen=True)
+class _Plain(RuntimeParam):
+    """A text, path, flag, list of texts or own parser's parameter, read as Typer reads it (its
+    path checks included); anything unusual (a flag's value from an environment variable) goes
+    to Typer after all."""
+
+    def _coerce_value(self, value: Any, param: Any, ctx: Context) -> Any:
+        kind, parser = self.annotation, self.parameter_info.parser
+        if parser is not None and isinstance(value, str):
+            return parser(value)  # ours raise BadParameter in German themselves
+        if kind is str and isinstance(value, str):
+            return value
+        if kind is Path and isinstance(value, str | Path):
+            return coerce_cli_path(Path(value), self.parameter_info, path_type=Path, param=param, ctx=ctx)
+        if kind is bool and isinstance(value, bool):
+            return value
+        if kind == list[str] and isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+            return list(value)
+        return build_runtime_param(param.type_descriptor)._coerce_value(value, param, ctx)
+
+
+def _coerce_plainly(params: list[Parameter]) -> None:
+    """Typer (0.29) builds a pydantic TypeAdapter for each parameter of the command it runs:
+    importing pydantic and building them is a tenth of a second, a third of `newsletter status`.
+    The plain kinds of parameter ours are need none; the others (numbers) stay with Typer."""
+    for param in params:
+        descriptor = getattr(param, "type_descriptor", None)
+        if descriptor is None or getattr(param, "_runtime_param", False) is not None:
+            continue  # not a Typer parameter, already built, or a Typer that works differently
+        info, kind = descriptor.parameter_info, descriptor.annotation
+        single = param.nargs == 1 and not param.multiple
+        if descriptor.file_annotation is None and info.path_type in (None, Path) and (
+                (single and (info.parser is not None or kind in (str, Path, bool)))
+                or (param.multiple and param.nargs == 1 and kind == list[str] and info.parser is None)):
+            param._runtime_param = _Plain(info, kind)  # type: ignore[attr-defined]
 
 
 def _usage_exit(exc: usage.UsageError) -> NoReturn:
