@@ -146,7 +146,8 @@ class SmtpTransport(_Closing):
     def __init__(self, settings: SmtpSettings, password: str, config_dir: Path) -> None:
         self.settings = settings
         self.password = password
-        self.context = tls_context(settings, config_dir)
+        # Loading the system's CA certificates takes 20-50 ms per connection: not for a plain one.
+        self.context = tls_context(settings, config_dir) if settings.security != "none" else None
         self.host, self.port = settings.host, settings.effective_port
         self.where = f"{self.host}:{self.port}"
         security = {"starttls": "STARTTLS", "ssl": "SSL/TLS", "none": "unverschlüsselt"}[settings.security]
