@@ -43,7 +43,6 @@ class Sorter:
         self.ours = ours
         self._idle: list[tuple[Any, Any]] = []  # (process, pipe) of helpers waiting for a chunk
         self._queue: deque[tuple[Any, dict[int, bytes], Sorted]] = deque()  # oldest first
-        self._capacity = 1
         if expected >= WORTH_A_HELPER and sys.platform == "linux" and threading.active_count() == 1:
             import multiprocessing
 
@@ -57,12 +56,12 @@ class Sorter:
                 process.start()
                 theirs.close()
                 self._idle.append((process, mine))
-            self._capacity = count
 
     @property
     def full(self) -> bool:
-        """Every helper has a chunk: take() one before the next submit()."""
-        return len(self._queue) >= self._capacity
+        """Every live helper has a chunk (or, with none, one is sorted here): take() one first."""
+        working = sum(1 for helper, _, _ in self._queue if helper is not None)
+        return len(self._queue) >= max(1, len(self._idle) + working)
 
     @property
     def busy(self) -> bool:
@@ -107,7 +106,6 @@ class Sorter:
         process.join(2)
         if process.is_alive():
             process.kill()
-        self._capacity = max(1, self._capacity - 1)
 
     def __enter__(self) -> Sorter:
         return self

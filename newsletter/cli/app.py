@@ -111,10 +111,9 @@ def _coerce_plainly(params: list[Parameter]) -> None:
         if descriptor is None or getattr(param, "_runtime_param", False) is not None:
             continue  # not a Typer parameter, already built, or a Typer that works differently
         info, kind = descriptor.parameter_info, descriptor.annotation
-        single = param.nargs == 1 and not param.multiple
-        if descriptor.file_annotation is None and info.path_type in (None, Path) and (
-                (single and (info.parser is not None or kind in (str, Path, bool)))
-                or (param.multiple and param.nargs == 1 and kind == list[str] and info.parser is None)):
+        plain = (kind == list[str] and info.parser is None) if param.multiple else (
+            info.parser is not None or kind in (str, Path, bool))
+        if plain and param.nargs == 1 and descriptor.file_annotation is None and info.path_type in (None, Path):
             param._runtime_param = _Plain(info, kind)  # type: ignore[attr-defined]
 
 
