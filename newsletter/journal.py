@@ -5,28 +5,35 @@ A row goes `pending` → `reserved` → `sending` → `sent` (or `deferred`, `fa
 DATA. Rows found in `sending` when a run starts belong to a run that died mid-message; they
 become `unknown` and are resent only when the author asks, so nobody gets a copy twice.
 
-Durable without waiting for the disk: commits survive a killed process (synchronous=NORMAL),
-and once per message one commit also waits for the disk (an fsync) -- the one that reserves
-the worker's next row, made while the tool waits for the server anyway (a distant server's
-answers to MAIL, RCPT and DATA, else a near one's reading of the data), always before the
-final "." that lets the server accept it. The fsync overlaps the network, and it makes every
-earlier commit durable, this message's `sending` included. So after
+Durable without waiting for the disk: commits survive a killed process (synchronous=NORMAL);
+the commits that reserve rows for the workers also wait for the disk (an fsync), a batch of
+rows at a time, made while a worker waits for the server anyway. Each reservation notes which
+boot of the machine made it (Linux's boot id, macOS's boot session). So after
 
-- kill -9 or a crash: every commit is there. `sending` becomes `unknown`; `reserved` goes
-  back to `pending` (its MAIL FROM never went out: `sending` is committed before it).
-- a power cut: the commits since the last fsync may be gone. A message whose `sending` is
-  gone never got its final "." (that waits for the fsync), so the server dropped it:
-  `reserved` → `pending` is right. A message whose `sent` is gone shows `sending` and
-  becomes `unknown`. Either way nobody is mailed twice.
+- kill -9 or a crash of the tool: every commit is there. `sending` becomes `unknown`;
+  `reserved` goes back to `pending` (its MAIL FROM never went out: `sending` is committed
+  before it).
+- a power cut or a crash of the system (the boot differs): the commits since the last fsync
+  may be gone, so a `reserved` row may be one whose `sending` was lost after its message
+  went out. `reserved` and `sending` both become `unknown`: at most a batch per worker to
+  ask about, nobody mailed twice.
+
+Where no boot can be told apart (other systems), one row is reserved at a time, always
+before the final "." of the message before it: that fsync makes the message's `sending`
+durable before the server can accept it, so after a power cut `reserved` → `pending` is right.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
@@ -82,6 +89,7 @@ DROP INDEX IF EXISTS recipients_state;
 CREATE INDEX IF NOT EXISTS recipients_deferred ON recipients (seq) WHERE state = 'deferred';
 """
 READ_AHEAD = 64  # pending rows fetched at once
+RESERVE_BATCH = 32  # rows reserved by one fsync where the boot is known: after a power cut, the most to ask about
 ROW_SELECT = ("SELECT seq, subscriber_id, email, name, state, attempts, last_code, last_reply,"
               " message_id, next_attempt_at, sent_at, deferred_since,"
               " bounce_kind, bounce_status, bounce_diagnostic, bounced_at FROM recipients")
@@ -127,6 +135,19 @@ def _stamp() -> str:
     return _stamp_cache[1]
 
 
+@functools.cache
+def boot_id() -> str:
+    """Which boot of the machine this is, or "" where it cannot be told. Only a power cut or a
+    crash of the system loses a commit that did not wait for the disk, and both mean a new boot."""
+    with contextlib.suppress(OSError):
+        return Path("/proc/sys/kernel/random/boot_id").read_text(encoding="ascii").strip()
+    if sys.platform == "darwin":
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            return subprocess.run(["/usr/sbin/sysctl", "-n", "kern.bootsessionuuid"], capture_output=True, text=True,
+                                  timeout=5, check=True).stdout.strip()
+    return ""
+
+
 class SendJournal:
     """One issue's journal file, and the only door to it: `with SendJournal(path) as journal:`.
 
@@ -139,6 +160,8 @@ class SendJournal:
         self._lock = threading.Lock()
         self._walked = 0  # no pending row below this seq that this journal has not handed out
         self._ahead: list[tuple] = []  # pending rows read ahead, the next one last
+        self._held: deque[Row] = deque()  # reserved by one fsync, not yet handed to a worker
+        self._boot_noted = False
         with self._sqlite_errors():
             path.parent.mkdir(parents=True, exist_ok=True)
             # timeout: wait for `subscribers forget` scrubbing this journal from another process
@@ -176,8 +199,11 @@ class SendJournal:
             raise JournalError(f"{self.path}: {exc.strerror or exc}") from None
 
     def close(self) -> None:
+        """Give back the rows reserved and never handed out, then close."""
         with self._sqlite_errors():
             self.flush()
+            while self._held:
+                self.release(self._held.popleft())
             self.db.close()
 
     def commit(self) -> None:
@@ -328,12 +354,16 @@ class SendJournal:
     # -- changing -------------------------------------------------------------------------
 
     def recover(self) -> int:
-        """After a dead run: `sending` becomes `unknown` (maybe delivered, maybe not), and a
-        `reserved` row, which no MAIL FROM was sent for, is due again."""
+        """After a dead run: `sending` becomes `unknown` (maybe delivered, maybe not). A `reserved`
+        row, which no MAIL FROM was sent for, is due again -- unless the machine booted since it
+        was reserved: then its `sending` may be the commit the power cut took (module docstring)."""
         self._rewind(0)
+        reserved_on = self.meta("reserved_on_boot")
+        rebooted = bool(reserved_on) and reserved_on != boot_id()
         with self._write():
-            self.db.execute("UPDATE recipients SET state = ? WHERE state = ?", (PENDING, RESERVED))
-            return self.db.execute(
+            reserved = self.db.execute("UPDATE recipients SET state = ?, updated_at = ? WHERE state = ?",
+                                       (UNKNOWN if rebooted else PENDING, _stamp(), RESERVED)).rowcount
+            return reserved * rebooted + self.db.execute(
                 "UPDATE recipients SET state = ?, updated_at = ? WHERE state = ?",
                 (UNKNOWN, _stamp(), SENDING)).rowcount
 
@@ -346,24 +376,39 @@ class SendJournal:
                 (PENDING, _stamp(), state)).rowcount
 
     def reserve(self, now: float) -> Row | None:
-        """The next due row, held for one worker, in a commit that waits for the disk.
+        """The next due row, held for one worker; reserved in a commit that waits for the disk.
 
         A worker calls this while it waits for the server during its current message, before the
-        final ".": the fsync then costs no time, and it makes that message's `sending` durable. One
-        statement in its own (autocommit) transaction: the least time before the fsync.
+        final ".": the fsync then costs no time. Where the boot is known (module docstring) one
+        fsync reserves a batch and the rows are handed out from memory; elsewhere each call
+        reserves one row, and its fsync makes the current message's `sending` durable.
         """
+        with self._lock:
+            if self._held:
+                return self._held.popleft()
+        batch = RESERVE_BATCH if boot_id() else 1
         with self._synced():
-            while (values := self._next_due(now)) is not None:
-                if values[4] == PENDING:
-                    self._ahead.pop()
-                    self._walked = values[0]
-                taken = self.db.execute(  # unless `subscribers forget` changed the row meanwhile
-                    "UPDATE recipients SET state = ?, updated_at = ? WHERE seq = ? AND state = ?",
-                    (RESERVED, _stamp(), values[0], values[4])).rowcount
-                if taken:
-                    return Row(*values)
-            self._owe_fsync()  # nothing left to reserve, but the fsync is still owed
-            return None
+            if self._held:  # another worker reserved a batch meanwhile
+                return self._held.popleft()
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                if not self._boot_noted:
+                    self.db.execute("INSERT OR REPLACE INTO meta VALUES ('reserved_on_boot', ?)", (boot_id(),))
+                    self._boot_noted = True
+                while len(self._held) < batch and (values := self._next_due(now)) is not None:
+                    if values[4] == PENDING:
+                        self._ahead.pop()
+                        self._walked = values[0]
+                    taken = self.db.execute(  # unless `subscribers forget` changed the row meanwhile
+                        "UPDATE recipients SET state = ?, updated_at = ? WHERE seq = ? AND state = ?",
+                        (RESERVED, _stamp(), values[0], values[4])).rowcount
+                    if taken:
+                        self._held.append(Row(*values))
+                if not self._held:
+                    self._owe_fsync()  # nothing left to reserve, but the fsync is still owed
+            finally:
+                self.db.execute("COMMIT")
+            return self._held.popleft() if self._held else None
 
     def start(self, row: Row, allowed: frozenset[str] | None = None) -> bool:
         """Mark a reserved row `sending`, committed (with the previous `finish`) before MAIL FROM.

@@ -19,6 +19,7 @@ from conftest import invoke, write_issue
 from send_support import add_people, journal_counts, smtp_config
 from smtp_server import Mailbox, SmtpServer
 
+from newsletter import journal as journal_module
 from newsletter.issue import parse_issue
 from newsletter.journal import SendJournal, journal_path
 from newsletter.merge import recipient_values
@@ -324,9 +325,14 @@ def test_outbox_is_the_default_and_says_so(ws, runner, issue) -> None:
     assert all(f.read_bytes().isascii() for f in files)
 
 
-def test_the_journal_waits_for_the_disk_before_the_server_can_accept(ws, runner, smtp, mailbox, issue) -> None:
-    """When the final "." arrives, the message's row is `sending` and the next row `reserved`: the
-    commit that waits for the disk came before the server could accept the message."""
+@pytest.mark.parametrize("boot", ["known", "unknown"])
+def test_the_journal_waits_for_the_disk_before_the_server_can_accept(ws, runner, smtp, mailbox, issue,
+                                                                     monkeypatch, boot) -> None:
+    """When the final "." arrives, the message's row is `sending`, reserved by a commit that waited
+    for the disk: where the boot is known, one batch for all four (noting the boot); elsewhere
+    the next row's reservation, which also made this `sending` durable."""
+    if boot == "unknown":
+        monkeypatch.setattr(journal_module, "boot_id", lambda: "")
     add_people(ws, [(f"p{i}@example.org", "", "active") for i in range(4)])
     smtp_config(ws, smtp.port)
     path = journal_path(ws.journal_dir, "2026-12-impuls")
@@ -337,6 +343,7 @@ def test_the_journal_waits_for_the_disk_before_the_server_can_accept(ws, runner,
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         try:
             seen.append((envelope.rcpt_tos[0], dict(db.execute("SELECT email, state FROM recipients"))))
+            seen[-1][1]["boot"] = db.execute("SELECT value FROM meta WHERE key = 'reserved_on_boot'").fetchone()[0]
         finally:
             db.close()
         return await original(server, session, envelope)
@@ -345,8 +352,12 @@ def test_the_journal_waits_for_the_disk_before_the_server_can_accept(ws, runner,
     assert invoke(runner, "send", str(issue), "--yes").exit_code == 0
     assert [address for address, _ in seen] == [f"p{i}@example.org" for i in range(4)]
     for i, (_, states) in enumerate(seen):
-        expected = ["sent"] * i + ["sending"] + ["reserved"] * (i < 3) + ["pending"] * max(0, 2 - i)
+        if boot == "known":
+            expected = ["sent"] * i + ["sending"] + ["reserved"] * (3 - i)
+        else:
+            expected = ["sent"] * i + ["sending"] + ["reserved"] * (i < 3) + ["pending"] * max(0, 2 - i)
         assert [states[f"p{n}@example.org"] for n in range(4)] == expected, i
+        assert states["boot"] == journal_module.boot_id()
     assert journal_counts(ws)["sent"] == 4
 
 
