@@ -295,10 +295,10 @@ class SendRun:
     def _send_one(self, transport: Transport, row: Row, pause: list[float]) -> Row | None:
         """Send one reserved row; returns the row reserved for the next message meanwhile.
 
-        That reservation waits for the disk (an fsync, see journal.py). The transport makes it
+        A reservation may wait for the disk (an fsync, see journal.py). The transport makes it
         before the final ".", where it waits for the server anyway (a distant server's answers
-        to MAIL, RCPT and DATA, else a near one's reading of the data): the server can accept
-        the message only once its `sending` is durable, and the fsync overlaps the network.
+        to MAIL, RCPT and DATA, else a near one's reading of the data): the fsync overlaps the
+        network, and where each row is reserved alone it makes this `sending` durable first.
         The message itself is built while the server answers MAIL, RCPT and DATA.
         """
         following: list[Row | None] = []
