@@ -166,6 +166,9 @@ class SendJournal:
             path.parent.mkdir(parents=True, exist_ok=True)
             # timeout: wait for `subscribers forget` scrubbing this journal from another process
             self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+            # Small pages for a new file: a commit writes the changed row's page to the log, and the
+            # fsync of a reservation waits for every page logged since the last one.
+            self.db.execute("PRAGMA page_size=1024")
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")  # durable writes ask for FULL (module docstring)
             self.db.executescript(SCHEMA)
@@ -395,15 +398,29 @@ class SendJournal:
                 if not self._boot_noted:
                     self.db.execute("INSERT OR REPLACE INTO meta VALUES ('reserved_on_boot', ?)", (boot_id(),))
                     self._boot_noted = True
-                while len(self._held) < batch and (values := self._next_due(now)) is not None:
-                    if values[4] == PENDING:
+                chosen: list[tuple] = []
+                while len(chosen) < batch and (values := self._next_due(now)) is not None:
+                    if values[4] == PENDING:  # taken below, all in one statement
+                        if chosen and values[0] <= chosen[-1][0]:
+                            break  # the walk began again from the start: it found the rows chosen
                         self._ahead.pop()
                         self._walked = values[0]
-                    taken = self.db.execute(  # unless `subscribers forget` changed the row meanwhile
+                        chosen.append(values)
+                    elif self.db.execute("UPDATE recipients SET state = ?, updated_at = ? WHERE seq = ? AND state = ?",
+                                         (RESERVED, _stamp(), values[0], values[4])).rowcount:
+                        chosen.append(values)  # a deferred row due now
+                pending = [values[0] for values in chosen if values[4] == PENDING]
+                if pending:  # one call for the batch (unless `subscribers forget` changed a row meanwhile)
+                    stamp = _stamp()
+                    taken = self.db.executemany(
                         "UPDATE recipients SET state = ?, updated_at = ? WHERE seq = ? AND state = ?",
-                        (RESERVED, _stamp(), values[0], values[4])).rowcount
-                    if taken:
-                        self._held.append(Row(*values))
+                        ((RESERVED, stamp, seq, PENDING) for seq in pending)).rowcount
+                    if taken < len(pending):
+                        pending = [seq for seq in pending if self.db.execute(
+                            "SELECT state FROM recipients WHERE seq = ?", (seq,)).fetchone()[0] == RESERVED]
+                    kept = set(pending)
+                    chosen = [values for values in chosen if values[4] != PENDING or values[0] in kept]
+                self._held.extend(Row(*values) for values in chosen)
                 if not self._held:
                     self._owe_fsync()  # nothing left to reserve, but the fsync is still owed
             finally:

@@ -189,15 +189,18 @@ class MessageFactory:
             self._date_cache = (second, text)
         return text
 
-    def build(self, recipient: Recipient, date: float | None = None) -> OutgoingMessage:
+    def build(self, recipient: Recipient, date: float | None = None, message_id: str = "") -> OutgoingMessage:
+        """This person's message; `message_id` when the caller made it already (it is an HMAC)."""
         unsubscribe, by_mail, mailto = unsubscribe_links(self.base_url, self.envelope_from, self.secret,
                                                          recipient.id, self.language)
         values = self.fixed_values if self.fixed_values is not None else recipient_values(
             recipient.email, recipient.name)
         values = {**values, UNSUBSCRIBE: unsubscribe, UNSUBSCRIBE_SUBJECT: by_mail}
-        plain = [encode_piece(slot.value(values)) for slot in self.slots]
-        escaped = [encode_piece(html.escape(slot.value(values), quote=True)) for slot in self.slots]
-        message_id = self.message_id(recipient)
+        texts = [slot.value(values) for slot in self.slots]
+        plain = [encode_piece(text) for text in texts]
+        escaped = [piece if (quoted := html.escape(text, quote=True)) == text else encode_piece(quoted)
+                   for text, piece in zip(texts, plain, strict=True)]
+        message_id = message_id or self.message_id(recipient)
         to = ascii_address(recipient.email)
         head = (
             f"To: {address_header(recipient.name, recipient.email)}\r\n"

@@ -6,12 +6,17 @@ fills them per recipient without rendering again.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
+import importlib.util
 import logging
+import os
 import re
 import textwrap
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -161,7 +166,7 @@ def mjml_to_html(workspace: Workspace, context: dict, inline: bool = True,
         html = mjml2html(mjml_source, fonts={})
     except Exception as exc:  # noqa: BLE001 - mjml-python raises plain exceptions
         raise IssueError(f"templates/newsletter.mjml: MJML-Fehler: {exc}") from None
-    return sized_images(inline_css(html) if inline else html)
+    return sized_images(remembered_inline_css(workspace.cache_dir, html) if inline else html)
 
 
 IMG_TAG = re.compile(r"<img\b[^>]*>", re.I)
@@ -188,6 +193,43 @@ def sized_images(html: str) -> str:
 
     # premailer turns CSS "auto" into attributes too (on the button's table): not a size at all
     return re.sub(r'(<[a-z]+\b[^>]*?)\s(?:width|height)="auto"', r"\1", IMG_TAG.sub(fix, html))
+
+
+INLINED_KEPT = 16  # inlined versions remembered; older ones go
+
+
+def remembered_inline_css(cache_dir: Path, html: str) -> str:
+    """`inline_css`, remembered by what goes in: preview, check, test copy and send of one issue
+    inline the same HTML, and premailer (with cssutils and requests, which it imports) costs
+    0.3–0.5 s each time. The key covers the HTML and the files of the code that inlines it
+    (this module, premailer, cssutils, lxml), so an edit or an upgrade inlines anew. A cache
+    that cannot be read or written is no error: the CSS is inlined as without it."""
+    key = hashlib.sha256(html.encode("utf-8"))
+    for name in ("premailer", "cssutils", "lxml"):
+        spec = importlib.util.find_spec(name)
+        origin = spec.origin if spec is not None else None
+        key.update(f"{name}:{_file_identity(origin)};".encode())
+    key.update(f"{__name__}:{_file_identity(__file__)}".encode())
+    path = cache_dir / f"inlined-{key.hexdigest()}.html"
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        return path.read_text(encoding="utf-8")
+    inlined = inline_css(html)
+    with contextlib.suppress(OSError):
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{os.getpid()}")
+        partial.write_text(inlined, encoding="utf-8")
+        os.replace(partial, path)  # whole or not at all: another command may be reading it
+        for old in sorted(cache_dir.glob("inlined-*.html"), key=lambda p: p.stat().st_mtime)[:-INLINED_KEPT]:
+            old.unlink()
+    return inlined
+
+
+def _file_identity(path: str | None) -> str:
+    try:
+        info = Path(path).stat() if path else None
+    except OSError:
+        info = None
+    return f"{path}:{info.st_size}:{info.st_mtime_ns}" if info else "-"
 
 
 def inline_css(html: str) -> str:

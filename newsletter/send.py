@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -133,7 +134,7 @@ def file_stamp(store: SubscriberStore) -> tuple[int, ...]:
     three, a change appended to the log (an unsubscribe just answered) the last."""
     path = store.path
     try:
-        info = path.stat()
+        info = os.stat(path)  # noqa: PTH116 - once per message: without Path's layers
     except FileNotFoundError:
         raise NewsletterError(f"{path}: die Abonnent:innen-Datei fehlt; Versand angehalten, "
                               "nichts übersprungen") from None
@@ -325,7 +326,7 @@ class SendRun:
         reply: Reply | None = None
         try:
             reply = transport.deliver(self.factory.envelope_from, ascii_address(row.email),
-                                      lambda: self.factory.build(recipient).data, before_end,
+                                      lambda: self.factory.build(recipient, message_id=message_id).data, before_end,
                                       envid=message_id.strip("<>").partition("@")[0])
             until = self._record(row, message_id, reply, transport.where)
             if until:

@@ -355,8 +355,13 @@ def _answered(conn: smtplib.SMTP) -> bool:
     return bool(select.select([sock], [], [], 0)[0])
 
 
+XTEXT_PLAIN = re.compile(r"[!-*,-<>-~]*")  # printable ASCII but "+" and "=": as it is
+
+
 def _xtext(value: str) -> str:
     """RFC 3461 xtext: printable ASCII except "+" and "=", everything else as +XX."""
+    if XTEXT_PLAIN.fullmatch(value):
+        return value
     return "".join(c if "!" <= c <= "~" and c not in "+=" else f"+{ord(c):02X}" for c in value)
 
 

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import base64
 import re
+import shutil
 import struct
+import subprocess
+import sys
 import zlib
 from email import message_from_bytes, policy
 
@@ -203,3 +206,47 @@ def test_readable_in_dark_and_light_mode_on_a_phone(ws: Workspace, browser: Brow
     poor = [t for t in texts if t["ratio"] < 4.5]
     assert not poor, poor
     assert offline.blocked == []
+
+
+REMEMBERED = r"""
+import sys
+from pathlib import Path
+from newsletter.issue import parse_issue
+from newsletter.render import render_issue
+from newsletter.workspace import Workspace
+ws = Workspace(Path("."))
+html = render_issue(ws, parse_issue(Path(sys.argv[1]))).html
+print("premailer" in sys.modules, "cssutils" in sys.modules)
+sys.stdout.write(html)
+"""
+
+
+def test_preview_check_and_send_inline_one_issue_once(ws: Workspace) -> None:
+    """The second render of the same issue takes the inlined HTML premailer made the first time
+    (no premailer, no cssutils in that process), byte for byte; an edit to the design is
+    inlined anew, and a cache that cannot be written is no error."""
+    issue = write_issue(ws, "2026-12-impuls", "Hallo {{ first_name }}, ein Impuls.\n")
+
+    def render() -> tuple[str, str]:
+        result = subprocess.run([sys.executable, "-c", REMEMBERED, str(issue)], cwd=ws.root, capture_output=True,
+                                text=True, check=True)
+        loaded, _, html = result.stdout.partition("\n")
+        return loaded, html
+
+    first_loaded, first = render()
+    assert first_loaded == "True True"
+    assert list((ws.cache_dir).glob("inlined-*.html"))
+    second_loaded, second = render()
+    assert second_loaded == "False False" and second == first
+    assert 'style="' in second  # inlined, not the raw MJML output
+
+    template = ws.root / "templates" / "newsletter.mjml"
+    template.write_text(template.read_text(encoding="utf-8").replace("</mj-head>",
+                        "<mj-style>.impuls-test { color: #123456; }</mj-style></mj-head>"), encoding="utf-8")
+    edited_loaded, edited = render()
+    assert edited_loaded == "True True" and ".impuls-test" in edited
+
+    shutil.rmtree(ws.cache_dir)
+    ws.cache_dir.write_text("kein Ordner")  # state/cache is a file: nothing can be remembered
+    unwritable_loaded, unwritable = render()
+    assert unwritable_loaded == "True True" and unwritable == edited
