@@ -195,11 +195,14 @@ class SendJournal:
     def _sqlite_errors(self) -> Iterator[None]:
         try:
             yield
-        except sqlite3.Error as exc:
-            raise JournalError(f"{self.path}: Versandprotokoll nicht les- oder schreibbar ({exc}); "
-                               "ist die Festplatte voll?") from None
-        except OSError as exc:
-            raise JournalError(f"{self.path}: {exc.strerror or exc}") from None
+        except (sqlite3.Error, OSError) as exc:
+            raise self._error(exc) from None
+
+    def _error(self, exc: sqlite3.Error | OSError) -> JournalError:
+        if isinstance(exc, OSError):
+            return JournalError(f"{self.path}: {exc.strerror or exc}")
+        return JournalError(f"{self.path}: Versandprotokoll nicht les- oder schreibbar ({exc}); "
+                            "ist die Festplatte voll?")
 
     def close(self) -> None:
         """Give back the rows reserved and never handed out, then close."""
@@ -253,19 +256,22 @@ class SendJournal:
                     self._owe_fsync()
                 self.db.execute("COMMIT")
 
-    @contextlib.contextmanager
-    def _write_unsynced(self, commit: bool = True) -> Iterator[None]:
+    def _unsynced(self, sql: str, parameters: tuple, commit: bool = True) -> int:
         """One change that need only survive a killed process: it joins the transaction `finish`
         left open (one commit for the outcome and the next `start`) and commits without waiting
-        for the disk, or, with commit=False, leaves it open for the next write."""
-        with self._lock, self._sqlite_errors():
-            if not self.db.in_transaction:
-                self.db.execute("BEGIN IMMEDIATE")
+        for the disk, or, with commit=False, leaves it open for the next write. Twice per
+        message, so plain code rather than context managers. Returns the rows changed."""
+        with self._lock:
             try:
-                yield
-            finally:
-                if commit:
-                    self.db.execute("COMMIT")
+                if not self.db.in_transaction:
+                    self.db.execute("BEGIN IMMEDIATE")
+                try:
+                    return self.db.execute(sql, parameters).rowcount
+                finally:
+                    if commit:
+                        self.db.execute("COMMIT")
+            except (sqlite3.Error, OSError) as exc:
+                raise self._error(exc) from None
 
     @contextlib.contextmanager
     def running(self) -> Iterator[None]:
@@ -378,6 +384,10 @@ class SendJournal:
                 "UPDATE recipients SET state = ?, attempts = 0, updated_at = ? WHERE state = ?",
                 (PENDING, _stamp(), state)).rowcount
 
+    def holds_reserved(self) -> bool:
+        """Whether the next `reserve` is handed out from memory, without waiting for the disk."""
+        return bool(self._held)
+
     def reserve(self, now: float) -> Row | None:
         """The next due row, held for one worker; reserved in a commit that waits for the disk.
 
@@ -434,14 +444,12 @@ class SendJournal:
         since the list was frozen; the row becomes `skipped`), or it is no longer reserved
         (`subscribers forget` scrubbed it meanwhile).
         """
-        with self._write_unsynced():
-            if allowed is not None and row.subscriber_id not in allowed:
-                self.db.execute("UPDATE recipients SET state = ?, updated_at = ? WHERE seq = ? AND state = ?",
-                                (SKIPPED, _stamp(), row.seq, RESERVED))
-                return False
-            return self.db.execute(
-                "UPDATE recipients SET state = ?, attempts = attempts + 1, updated_at = ?"
-                " WHERE seq = ? AND state = ?", (SENDING, _stamp(), row.seq, RESERVED)).rowcount == 1
+        if allowed is not None and row.subscriber_id not in allowed:
+            self._unsynced("UPDATE recipients SET state = ?, updated_at = ? WHERE seq = ? AND state = ?",
+                           (SKIPPED, _stamp(), row.seq, RESERVED))
+            return False
+        return self._unsynced("UPDATE recipients SET state = ?, attempts = attempts + 1, updated_at = ?"
+                              " WHERE seq = ? AND state = ?", (SENDING, _stamp(), row.seq, RESERVED)) == 1
 
     def _rewind(self, seq: int) -> None:
         """Rows at or below `seq` may be pending again: walk from there, read ahead anew."""
@@ -506,14 +514,13 @@ class SendJournal:
         was on its way keeps no reply text.
         """
         self._deferred = self._deferred or state == DEFERRED
-        with self._write_unsynced(commit=False):
-            self.db.execute(
-                "UPDATE recipients SET state = ?, last_code = ?,"
-                " last_reply = CASE WHEN email = ? THEN NULL ELSE ? END,"  # a reply may quote the address
-                " message_id = COALESCE(?, message_id), next_attempt_at = ?, updated_at = ?,"
-                " sent_at = CASE WHEN ? = 'sent' THEN ? ELSE sent_at END, deferred_since = ? WHERE seq = ?",
-                (state, code, ERASED, reply, message_id, next_attempt_at, _stamp(), state, _stamp(),
-                 deferred_since, seq))
+        self._unsynced(
+            "UPDATE recipients SET state = ?, last_code = ?,"
+            " last_reply = CASE WHEN email = ? THEN NULL ELSE ? END,"  # a reply may quote the address
+            " message_id = COALESCE(?, message_id), next_attempt_at = ?, updated_at = ?,"
+            " sent_at = CASE WHEN ? = 'sent' THEN ? ELSE sent_at END, deferred_since = ? WHERE seq = ?",
+            (state, code, ERASED, reply, message_id, next_attempt_at, _stamp(), state, _stamp(),
+             deferred_since, seq), commit=False)
 
     def sent_rows(self) -> list[Row]:
         """Every row a message went out for (sent or unclear): what a bounce can belong to."""

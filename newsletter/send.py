@@ -325,8 +325,11 @@ class SendRun:
         message_id = self.factory.message_id(recipient)
         reply: Reply | None = None
         try:
+            if self.journal.holds_reserved():  # no disk to wait for: taken now, nothing to do before the "."
+                before_end()
             reply = transport.deliver(self.factory.envelope_from, ascii_address(row.email),
-                                      lambda: self.factory.build(recipient, message_id=message_id).data, before_end,
+                                      lambda: self.factory.build(recipient, message_id=message_id).data,
+                                      None if following else before_end,
                                       envid=message_id.strip("<>").partition("@")[0])
             until = self._record(row, message_id, reply, transport.where)
             if until:

@@ -289,10 +289,10 @@ class SmtpTransport(_Closing):
         except BaseException:
             self._drop()  # after DATA's 354 only closing ends the message unsent
             raise
-        try:
-            conn.send(_dot_stuffed(data))
+        try:  # nothing left to do before the final ".": it goes with the data, in one write
+            conn.send(_dot_stuffed(data) + (b".\r\n" if before_end is None else b""))
         except (smtplib.SMTPServerDisconnected, OSError) as exc:
-            # Without the final "." no server delivers it.
+            # Without the whole final "\r\n.\r\n" (the last bytes, so a failed write lacks them) no server delivers it.
             raise _Refused(Reply(0, f"Verbindung abgebrochen ({exc})", Step.DATA)) from None
         if before_end is not None:
             try:
@@ -301,7 +301,8 @@ class SmtpTransport(_Closing):
                 self._drop()  # mid-DATA: this connection cannot carry another message
                 raise
         try:
-            conn.send(b".\r\n")
+            if before_end is not None:
+                conn.send(b".\r\n")
             reply = _reply(conn.getreply(), Step.END)
         except (smtplib.SMTPServerDisconnected, OSError) as exc:
             # The message may have reached the server: never count it as safe to resend.
