@@ -412,7 +412,8 @@ class SendJournal:
                 while len(chosen) < batch and (values := self._next_due(now)) is not None:
                     if values[4] == PENDING:  # taken below, all in one statement
                         if chosen and values[0] <= chosen[-1][0]:
-                            break  # the walk began again from the start: it found the rows chosen
+                            self._ahead = []  # the walk began again from the start: it found the rows chosen
+                            break
                         self._ahead.pop()
                         self._walked = values[0]
                         chosen.append(values)

@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import textwrap
+import threading
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -216,7 +217,7 @@ def remembered_inline_css(cache_dir: Path, html: str) -> str:
     inlined = inline_css(html)
     with contextlib.suppress(OSError):
         cache_dir.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.{os.getpid()}")
+        partial = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")  # `serve` has threads
         partial.write_text(inlined, encoding="utf-8")
         os.replace(partial, path)  # whole or not at all: another command may be reading it
         for old in sorted(cache_dir.glob("inlined-*.html"), key=lambda p: p.stat().st_mtime)[:-INLINED_KEPT]:
