@@ -336,11 +336,19 @@ class SendJournal:
     def total(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM recipients").fetchone()[0]
 
-    def counts(self) -> dict[str, int]:
+    def counts(self, settled: bool = False) -> dict[str, int]:
+        """Rows per state, `reserved` counted as pending; `settled`: as the next run's `recover`
+        will leave them (for `status` while no send runs: `sending` is unknown then)."""
         counts: dict[str, int] = dict.fromkeys(STATES, 0)
+        unclear = (SENDING, RESERVED) if settled and self._rebooted() else (SENDING,) if settled else ()
         for state, count in self.db.execute("SELECT state, COUNT(*) FROM recipients GROUP BY state"):
-            counts[PENDING if state == RESERVED else state] += count
+            counts[UNKNOWN if state in unclear else PENDING if state == RESERVED else state] += count
         return counts
+
+    def _rebooted(self) -> bool:
+        """Whether the machine booted since rows were last reserved (module docstring)."""
+        reserved_on = self.meta("reserved_on_boot")
+        return bool(reserved_on) and reserved_on != boot_id()
 
     def rows(self, states: Iterable[str]) -> list[Row]:
         wanted = tuple(states)
@@ -367,8 +375,7 @@ class SendJournal:
         row, which no MAIL FROM was sent for, is due again -- unless the machine booted since it
         was reserved: then its `sending` may be the commit the power cut took (module docstring)."""
         self._rewind(0)
-        reserved_on = self.meta("reserved_on_boot")
-        rebooted = bool(reserved_on) and reserved_on != boot_id()
+        rebooted = self._rebooted()
         with self._write():
             reserved = self.db.execute("UPDATE recipients SET state = ?, updated_at = ? WHERE state = ?",
                                        (UNKNOWN if rebooted else PENDING, _stamp(), RESERVED)).rowcount

@@ -578,7 +578,7 @@ def plan_send(workspace: Workspace, issue: Issue, mailbox: bool = True, dry_run:
         return SendPlan(issue, report, report.rendered, path, len(audience.people), None, audience,
                         transport.description, rate, mailbox=found, mailbox_problem=problem)
     with journal:
-        counts = journal.counts()
+        counts = journal.counts(settled=not journal.is_running())  # as the send will find them
         due = counts[PENDING] + counts[DEFERRED]  # rows left `sending` become `unknown`, not resent
         last = journal.meta("last_outcome")
         stop = f"{last_run_text(last)} ({journal.meta('last_reply')})" if last and journal.meta("last_reply") else ""

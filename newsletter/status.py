@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from newsletter.journal import SENDING, STATES, UNKNOWN, SendJournal, journal_path, journals
+from newsletter.journal import STATES, SendJournal, journal_path, journals
 from newsletter.workspace import Workspace
 
 
@@ -46,10 +46,7 @@ def send_status(workspace: Workspace, slug: str | None = None, problems: bool = 
     results = []
     for path in paths:
         with SendJournal(path) as journal:
-            counts = journal.counts()
-            if not journal.is_running():
-                counts[UNKNOWN] += counts[SENDING]
-                counts[SENDING] = 0
+            counts = journal.counts(settled=not journal.is_running())
             rows = journal.problems() if problems else []
             results.append(IssueStatus(
                 issue=path.stem, subject=journal.meta("subject") or "", total=journal.total(), counts=counts,

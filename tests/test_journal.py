@@ -102,6 +102,7 @@ def test_after_a_reboot_reserved_rows_are_unclear_too(tmp_path: Path, monkeypatc
     before.set_meta({"reserved_on_boot": "a boot before this one"})
     before.db.close()
     after = SendJournal(path)
+    assert after.counts(settled=True)["unknown"] == 2  # what `status` says before the next send
     assert after.recover() == 2
     assert [s for (s,) in after.db.execute("SELECT state FROM recipients ORDER BY seq")] == [
         "sent", "unknown", "unknown", "pending"]
