@@ -15,8 +15,9 @@ boot of the machine made it (Linux's boot id, macOS's boot session). So after
   before it).
 - a power cut or a crash of the system (the boot differs): the commits since the last fsync
   may be gone, so a `reserved` row may be one whose `sending` was lost after its message
-  went out. `reserved` and `sending` both become `unknown`: at most a batch per worker to
-  ask about, nobody mailed twice.
+  went out. `reserved` and `sending` both become `unknown`: at most one batch (32) and one
+  row per connection to ask about, nobody mailed twice. (A disk that loses power on its own,
+  a USB disk pulled out mid-send, is not a new boot: keep the workspace on the machine's disk.)
 
 Where no boot can be told apart (other systems), one row is reserved at a time, always
 before the final "." of the message before it: that fsync makes the message's `sending`
@@ -205,11 +206,8 @@ class SendJournal:
                             "ist die Festplatte voll?")
 
     def close(self) -> None:
-        """Give back the rows reserved and never handed out, then close."""
         with self._sqlite_errors():
             self.flush()
-            while self._held:
-                self.release(self._held.popleft())
             self.db.close()
 
     def commit(self) -> None:
@@ -414,36 +412,58 @@ class SendJournal:
             try:
                 if not self._boot_noted:
                     self.db.execute("INSERT OR REPLACE INTO meta VALUES ('reserved_on_boot', ?)", (boot_id(),))
-                    self._boot_noted = True
-                chosen: list[tuple] = []
-                while len(chosen) < batch and (values := self._next_due(now)) is not None:
-                    if values[4] == PENDING:  # taken below, all in one statement
-                        if chosen and values[0] <= chosen[-1][0]:
-                            self._ahead = []  # the walk began again from the start: it found the rows chosen
-                            break
-                        self._ahead.pop()
-                        self._walked = values[0]
-                        chosen.append(values)
-                    elif self.db.execute("UPDATE recipients SET state = ?, updated_at = ? WHERE seq = ? AND state = ?",
-                                         (RESERVED, _stamp(), values[0], values[4])).rowcount:
-                        chosen.append(values)  # a deferred row due now
-                pending = [values[0] for values in chosen if values[4] == PENDING]
-                if pending:  # one call for the batch (unless `subscribers forget` changed a row meanwhile)
-                    stamp = _stamp()
-                    taken = self.db.executemany(
-                        "UPDATE recipients SET state = ?, updated_at = ? WHERE seq = ? AND state = ?",
-                        ((RESERVED, stamp, seq, PENDING) for seq in pending)).rowcount
-                    if taken < len(pending):
-                        pending = [seq for seq in pending if self.db.execute(
-                            "SELECT state FROM recipients WHERE seq = ?", (seq,)).fetchone()[0] == RESERVED]
-                    kept = set(pending)
-                    chosen = [values for values in chosen if values[4] != PENDING or values[0] in kept]
-                self._held.extend(Row(*values) for values in chosen)
-                if not self._held:
+                chosen = self._take_due(now, batch)
+                if not chosen:
                     self._owe_fsync()  # nothing left to reserve, but the fsync is still owed
-            finally:
                 self.db.execute("COMMIT")
+            except BaseException:
+                if self.db.in_transaction:
+                    self.db.execute("ROLLBACK")  # nothing reserved: no row stuck in `reserved`
+                self._rewind(0)
+                raise
+            self._boot_noted = True
+            self._held.extend(Row(*values) for values in chosen)
             return self._held.popleft() if self._held else None
+
+    def _take_due(self, now: float, batch: int) -> list[tuple]:
+        """Mark up to `batch` due rows `reserved` (in the open transaction). Rows `subscribers
+        forget` changed meanwhile are left out, and the walk goes on past them."""
+        while True:
+            chosen: list[tuple] = []
+            while len(chosen) < batch and (values := self._next_due(now)) is not None:
+                if values[4] == PENDING:  # taken below, all in one statement
+                    if chosen and values[0] <= chosen[-1][0]:
+                        self._ahead = []  # the walk began again from the start: it found the rows chosen
+                        break
+                    self._ahead.pop()
+                    self._walked = values[0]
+                    chosen.append(values)
+                elif self.db.execute("UPDATE recipients SET state = ?, updated_at = ? WHERE seq = ? AND state = ?",
+                                     (RESERVED, _stamp(), values[0], values[4])).rowcount:
+                    chosen.append(values)  # a deferred row due now
+            pending = [values[0] for values in chosen if values[4] == PENDING]
+            stamp = _stamp()
+            taken = self.db.executemany(
+                "UPDATE recipients SET state = ?, updated_at = ? WHERE seq = ? AND state = ?",
+                ((RESERVED, stamp, seq, PENDING) for seq in pending)).rowcount if pending else 0
+            if taken == len(pending):
+                return chosen
+            kept = {seq for seq in pending if self.db.execute(
+                "SELECT state FROM recipients WHERE seq = ?", (seq,)).fetchone()[0] == RESERVED}
+            chosen = [values for values in chosen if values[4] != PENDING or values[0] in kept]
+            if chosen:
+                return chosen
+            # every row read ahead was taken away meanwhile: look again, they are not pending now
+
+    def give_back(self) -> None:
+        """Rows reserved and never handed to a worker go back to what they were: at the end of a
+        run, still under its run lock (so a next `send` never finds them held by this one)."""
+        with self._write():
+            held, self._held = list(self._held), deque()
+            self.db.executemany("UPDATE recipients SET state = ?, updated_at = ? WHERE seq = ? AND state = ?",
+                                ((row.state, _stamp(), row.seq, RESERVED) for row in held))
+            if held:
+                self._rewind(min(row.seq for row in held) - 1)
 
     def start(self, row: Row, allowed: frozenset[str] | None = None) -> bool:
         """Mark a reserved row `sending`, committed (with the previous `finish`) before MAIL FROM.

@@ -203,25 +203,31 @@ def remembered_inline_css(cache_dir: Path, html: str) -> str:
     """`inline_css`, remembered by what goes in: preview, check, test copy and send of one issue
     inline the same HTML, and premailer (with cssutils and requests, which it imports) costs
     0.3–0.5 s each time. The key covers the HTML and the files of the code that inlines it
-    (this module, premailer, cssutils, lxml), so an edit or an upgrade inlines anew. A cache
-    that cannot be read or written is no error: the CSS is inlined as without it."""
+    (this module, premailer, cssutils, cssselect, lxml), so an edit or an upgrade inlines anew.
+    Each file starts with the SHA-256 of what follows, so a file a crash cut short is never
+    used; a cache that cannot be read or written is no error: the CSS is inlined as without it."""
     key = hashlib.sha256(html.encode("utf-8"))
-    for name in ("premailer", "cssutils", "lxml"):
+    for name in ("premailer", "cssutils", "cssselect", "lxml"):
         spec = importlib.util.find_spec(name)
         origin = spec.origin if spec is not None else None
         key.update(f"{name}:{_file_identity(origin)};".encode())
     key.update(f"{__name__}:{_file_identity(__file__)}".encode())
     path = cache_dir / f"inlined-{key.hexdigest()}.html"
     with contextlib.suppress(OSError, UnicodeDecodeError):
-        return path.read_text(encoding="utf-8")
+        check, _, kept = path.read_bytes().partition(b"\n")
+        if check.decode("ascii") == hashlib.sha256(kept).hexdigest():
+            return kept.decode("utf-8")
     inlined = inline_css(html)
     with contextlib.suppress(OSError):
         cache_dir.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")  # `serve` has threads
-        partial.write_text(inlined, encoding="utf-8")
+        data = inlined.encode("utf-8")
+        partial.write_bytes(hashlib.sha256(data).hexdigest().encode("ascii") + b"\n" + data)
         os.replace(partial, path)  # whole or not at all: another command may be reading it
-        for old in sorted(cache_dir.glob("inlined-*.html"), key=lambda p: p.stat().st_mtime)[:-INLINED_KEPT]:
-            old.unlink()
+        entries = sorted(cache_dir.glob("*inlined-*.html*"), key=lambda p: p.stat().st_mtime)
+        finished = [entry for entry in entries if not entry.name.startswith(".")]
+        for old in finished[:-INLINED_KEPT] + [e for e in entries if e.name.startswith(".") and e != partial]:
+            old.unlink(missing_ok=True)  # old versions, and what a crash left half-written
     return inlined
 
 

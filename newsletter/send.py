@@ -671,6 +671,8 @@ def send_issue(workspace: Workspace, plan: SendPlan, *, retry_unknown: bool = Fa
                 except KeyboardInterrupt:
                     journal.set_meta({"last_outcome": Outcome.INTERRUPTED, "last_reply": ""})
                     raise
+                finally:
+                    journal.give_back()  # under the run lock: a next send must not find them held
                 journal.set_meta({"last_outcome": summary.outcome, "last_reply": summary.stop_reply})
         finally:
             refresh_archive(workspace)  # listed once a message went out; its page goes again if none did

@@ -134,4 +134,4 @@ def _sort_forever(conn: Any, not_mine: list[Any], ours: Ours) -> None:
             return
         conn.send(list(sort_here(mails, ours).items()))
         del mails
-        gc.collect(0)
+        gc.collect()  # what it inherited is frozen: only its own objects are looked at

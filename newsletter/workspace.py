@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -91,10 +92,17 @@ class Workspace:
             jinja2.FileSystemLoader(self.templates_dir),
             jinja2.FileSystemLoader(default_templates_dir()),
         ])
+        class Compiled(jinja2.FileSystemBytecodeCache):
+            """Jinja2's own cache of compiled templates; one it cannot write is no error."""
+
+            def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+                with contextlib.suppress(OSError):
+                    super().dump_bytecode(bucket)
+
         compiled = self.cache_dir / "templates"  # compiling them anew took 0.08 s of every render
         try:
             compiled.mkdir(parents=True, exist_ok=True)
-            bytecode_cache: jinja2.BytecodeCache | None = jinja2.FileSystemBytecodeCache(str(compiled))
+            bytecode_cache: jinja2.BytecodeCache | None = Compiled(str(compiled))
         except OSError:
             bytecode_cache = None
         return jinja2.Environment(

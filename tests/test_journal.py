@@ -115,11 +115,27 @@ def test_rows_reserved_and_never_handed_out_are_given_back(tmp_path: Path) -> No
     row = claim(journal, 0.0)
     assert row is not None
     journal.finish(row.seq, SENT, 250, "ok")
-    journal.close()  # the run ended (a limit, Ctrl-C) with rows 2 and 3 reserved in memory
+    journal.give_back()  # the run ended (a limit, Ctrl-C) with rows 2 and 3 reserved in memory
+    journal.close()
     reopened = SendJournal(path)
     assert [s for (s,) in reopened.db.execute("SELECT state FROM recipients ORDER BY seq")] == [
         "sent", "pending", "pending"]
     reopened.close()
+
+
+def test_a_row_erased_while_read_ahead_does_not_end_the_walk(tmp_path: Path, reserving: str) -> None:
+    """`subscribers forget` (another process) takes a row the journal had read ahead: the
+    reservation goes on to the next one instead of saying that nothing is left."""
+    journal = frozen_journal(tmp_path / "journal" / "x.sqlite", 4)
+    for _ in range(2):
+        row = claim(journal, 0.0)
+        assert row is not None
+        journal.finish(row.seq, SENT, 250, "ok")
+    journal.commit()  # as before any wait: `forget` needs the write lock
+    assert erase_traces(tmp_path, "p2@example.org") == (1, 0)
+    following = claim(journal, 0.0)
+    assert following is not None and following.seq == 4
+    journal.close()
 
 
 def test_a_row_erased_while_reserved_is_not_started(tmp_path: Path) -> None:

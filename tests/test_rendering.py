@@ -240,6 +240,11 @@ def test_preview_check_and_send_inline_one_issue_once(ws: Workspace) -> None:
     assert second_loaded == "False False" and second == first
     assert 'style="' in second  # inlined, not the raw MJML output
 
+    (remembered,) = ws.cache_dir.glob("inlined-*.html")
+    remembered.write_bytes(remembered.read_bytes()[:2000])  # a power cut cut it short
+    cut_loaded, cut = render()
+    assert cut_loaded == "True True" and cut == first  # never the half page
+
     template = ws.root / "templates" / "newsletter.mjml"
     template.write_text(template.read_text(encoding="utf-8").replace("</mj-head>",
                         "<mj-style>.impuls-test { color: #123456; }</mj-style></mj-head>"), encoding="utf-8")

@@ -430,6 +430,9 @@ def test_daily_limit_stops_and_resumes_tomorrow(ws, runner, smtp, mailbox, issue
     assert "Tageslimit erreicht" in result.stdout
     assert len(mailbox.received) == 2
     assert journal_counts(ws)["pending"] == 3
+    db = sqlite3.connect(journal_path(ws.journal_dir, "2026-12-impuls"))
+    assert db.execute("SELECT COUNT(*) FROM recipients WHERE state = 'reserved'").fetchone()[0] == 0  # given back
+    db.close()
     again = invoke(runner, "send", str(issue), "--yes")
     assert "Tageslimit erreicht" in again.stdout and len(mailbox.received) == 2
     db = sqlite3.connect(journal_path(ws.journal_dir, "2026-12-impuls"))
