@@ -15,6 +15,7 @@ import os
 import re
 import textwrap
 import threading
+import time
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -224,10 +225,11 @@ def remembered_inline_css(cache_dir: Path, html: str) -> str:
         data = inlined.encode("utf-8")
         partial.write_bytes(hashlib.sha256(data).hexdigest().encode("ascii") + b"\n" + data)
         os.replace(partial, path)  # whole or not at all: another command may be reading it
-        entries = sorted(cache_dir.glob("*inlined-*.html*"), key=lambda p: p.stat().st_mtime)
-        finished = [entry for entry in entries if not entry.name.startswith(".")]
-        for old in finished[:-INLINED_KEPT] + [e for e in entries if e.name.startswith(".") and e != partial]:
-            old.unlink(missing_ok=True)  # old versions, and what a crash left half-written
+        finished = sorted(cache_dir.glob("inlined-*.html"), key=lambda entry: entry.stat().st_mtime)
+        abandoned = [entry for entry in cache_dir.glob(".inlined-*")  # what a crash left half-written,
+                     if entry.stat().st_mtime < time.time() - 600]   # not what another one is writing now
+        for old in finished[:-INLINED_KEPT] + abandoned:
+            old.unlink(missing_ok=True)
     return inlined
 
 
