@@ -59,7 +59,7 @@ from newsletter.workspace import Workspace
 PASSWORD_ENV = "NEWSLETTER_IMAP_PASSWORD"  # noqa: S105 - the variable's name, not a password
 BATCH = 5000  # mails whose changes are applied together: one rewrite of the subscriber file per batch
 FETCH = 50   # mails fetched per IMAP round trip; their bytes are dropped once they are read
-LARGE = 2_000_000  # bytes; a larger mail (a reply with photos) is judged by its headers alone
+LARGE = 2_000_000  # bytes; of a larger mail (a reply with photos) only this much is read and judged
 RECENT = 14 * 86400  # a bounce matched only by its recipient counts for a message this recent
 FLAG = "$NewsletterDone"  # marks a mail copied where the server cannot MOVE
 
@@ -409,22 +409,18 @@ def _handle_batch(client: Any, folders: Folders, state: InboxState, actor: Actor
     Mails are fetched FETCH at a time; while the sorter sorts one chunk the next is fetched.
     """
     settings = actor.workspace.config.imap
-    sizes = client.fetch(batch, ["RFC822.SIZE"])
     keys: dict[int, str] = {}
     known: dict[str, Outcome] = {}
     results: dict[int, Handled] = {}
 
     def fetched(chunk: list[int]) -> dict[int, bytes]:
         """The chunk's mails not acted on before (those get their old outcome right away)."""
-        small = [uid for uid in chunk if sizes.get(uid, {}).get(b"RFC822.SIZE", 0) <= LARGE]
-        large = [uid for uid in chunk if uid not in small and uid in sizes]
         raw: dict[int, bytes] = {}
-        for uid, data in client.fetch(small, ["BODY.PEEK[]"]).items() if small else ():
-            raw[uid] = data.get(b"BODY[]") or b""
-        for uid, data in client.fetch(large, ["BODY.PEEK[HEADER]"]).items() if large else ():
-            raw[uid] = data.get(b"BODY[HEADER]") or b""
-            size = sizes[uid].get(b"RFC822.SIZE", 0)
-            report.notes.append(f"Mail {uid} ist {size / 1_000_000:.0f} MB groß: nur nach ihrem Kopf beurteilt")
+        for uid, data in client.fetch(chunk, ["RFC822.SIZE", f"BODY.PEEK[]<0.{LARGE}>"]).items():
+            raw[uid] = data.get(b"BODY[]<0>") or b""
+            if (size := data.get(b"RFC822.SIZE", 0)) > LARGE:
+                report.notes.append(f"Mail {uid} ist {size / 1_000_000:.0f} MB groß: nur nach ihren ersten "
+                                    f"{LARGE // 1_000_000} MB beurteilt")
         here = {uid: hashlib.sha256(raw[uid]).hexdigest() for uid in raw}
         keys.update(here)
         known.update(state.acted(list(here.values())))

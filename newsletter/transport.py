@@ -132,12 +132,13 @@ def ask_password(variable: str, command: str, section: str, needed: bool = True)
 
 
 def tls_context(settings: SmtpSettings | ImapSettings, config_dir: Path) -> ssl.SSLContext:
-    """Always verify certificates; a private CA can be added, never verification switched off."""
-    context = ssl.create_default_context()
-    if settings.tls_ca_file:
-        ca = Path(settings.tls_ca_file).expanduser()
-        context.load_verify_locations(cafile=str(ca if ca.is_absolute() else config_dir / ca))
-    return context
+    """Always verify certificates, never switched off. A private CA (`tls_ca_file`) is the one
+    trusted for that server, as with curl's --cacert: the system's hundred-odd CAs are not
+    loaded then (20-50 ms each time)."""
+    if not settings.tls_ca_file:
+        return ssl.create_default_context()
+    ca = Path(settings.tls_ca_file).expanduser()
+    return ssl.create_default_context(cafile=str(ca if ca.is_absolute() else config_dir / ca))
 
 
 class SmtpTransport(_Closing):

@@ -305,7 +305,7 @@ def test_broken_mime_and_a_20_mb_mail_are_skipped_with_a_note(ws, runner, imap, 
     imap.append(broken_mime(), large_reply("p0@example.org", sent["p0@example.org"]),
                 postfix_dsn("p1@example.org", sent["p1@example.org"]))
     result = run_inbox(runner)
-    assert "20 MB groß: nur nach ihrem Kopf beurteilt" in result.stdout
+    assert "20 MB groß: nur nach ihren ersten 2 MB beurteilt" in result.stdout
     assert status(ws, "p1@example.org") == "bounced"
     assert imap.folders()["INBOX"] == 2
 
