@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from email.message import Message
 from email.utils import getaddresses, parseaddr
 from enum import StrEnum
-from typing import Any
 
 # An unsubscribe token (tokens.py): an id may begin with "-" or "_", so the edges
 # are "no token character next to it", not \b (which fails beside a "-").
@@ -92,7 +91,7 @@ def classify(raw: bytes, ours: Ours) -> Returned:
     refer to one of our Message-IDs, or name an issue's subject): her other mail is not ours."""
     our_ids = ours.ids
     msg = parse(raw)
-    found = Returned(Kind.OTHER, sender=_address(_get(msg, "from")), subject=_header(msg, "Subject"),
+    found = Returned(Kind.OTHER, sender=_address(msg.get("From", "")), subject=_header(msg, "Subject"),
                      date=_header(msg, "Date"), message_id=_header(msg, "Message-ID").strip())
     content_type = msg.get_content_type()
     report = str(msg.get_param("report-type") or "").lower() if content_type == "multipart/report" else ""
@@ -132,16 +131,16 @@ def _dsn(msg: Message, found: Returned, our_ids: re.Pattern[str]) -> Returned:
     status = _delivery_status_part(msg)
     blocks = _status_blocks(status) if status is not None else []
     if blocks:
-        found.envid = _xtext_decode(_get(blocks[0], "original-envelope-id").strip())
+        found.envid = _xtext_decode(blocks[0].get("Original-Envelope-Id", "").strip())
     for block in blocks[1:] if len(blocks) > 1 else blocks:
-        recipient = _typed_address(_get(block, "final-recipient"))
+        recipient = _typed_address(block.get("Final-Recipient", ""))
         if not recipient:
             continue
-        code = ENHANCED.search(_get(block, "status") or "")
+        code = ENHANCED.search(block.get("Status", "") or "")
         found.failures.append(Failure(
-            recipient=recipient, original=_typed_address(_get(block, "original-recipient")),
-            status=code.group(0) if code else "", action=(_get(block, "action") or "failed").strip().lower(),
-            diagnostic=" ".join((_get(block, "diagnostic-code") or "").split())[:300]))
+            recipient=recipient, original=_typed_address(block.get("Original-Recipient", "")),
+            status=code.group(0) if code else "", action=(block.get("Action", "") or "failed").strip().lower(),
+            diagnostic=" ".join((block.get("Diagnostic-Code", "") or "").split())[:300]))
     found.referenced = _returned_ids(msg, our_ids)
     found.note = "Zustellbericht (RFC 3464)"
     return found
@@ -163,7 +162,7 @@ def _status_blocks(part: Message) -> list[Message]:
 
 def _looks_like_a_bounce(msg: Message, found: Returned) -> bool:
     sender, subject = found.sender.lower(), found.subject.lower()
-    return (_get(msg, "x-failed-recipients", None) is not None or sender.startswith(("mailer-daemon@", "postmaster@"))
+    return (msg.get("X-Failed-Recipients") is not None or sender.startswith(("mailer-daemon@", "postmaster@"))
             or bool(re.search(r"undeliver|unzustellbar|delivery (status notification|failure)|"
                               r"mail delivery (failed|system)|returned mail|nicht zugestellt", subject)))
 
@@ -252,10 +251,10 @@ def _references(msg: Message, our_ids: re.Pattern[str]) -> list[str]:
 
 def _auto_submitted(msg: Message) -> bool:
     """RFC 3834 and the older signs of a machine answering."""
-    auto = str(_get(msg, "auto-submitted") or "").strip().lower()
-    precedence = str(_get(msg, "precedence") or "").strip().lower()
+    auto = (msg.get("Auto-Submitted", "") or "").strip().lower()
+    precedence = (msg.get("Precedence", "") or "").strip().lower()
     return (bool(auto) and auto != "no") or precedence == "auto_reply" or any(
-        _get(msg, name, None) is not None for name in ("x-autoreply", "x-autorespond", "x-auto-response-suppress"))
+        msg.get(name) is not None for name in ("X-Autoreply", "X-Autorespond", "X-Auto-Response-Suppress"))
 
 
 def _text(msg: Message) -> str:
@@ -263,7 +262,7 @@ def _text(msg: Message) -> str:
     memo = vars(msg)
     if "_text" not in memo:
         plain = next((p for kind, p in _parts(msg) if kind == "text/plain"
-                      and not str(_get(p, "content-disposition")).startswith("attachment")), None)
+                      and not str(p.get("Content-Disposition", "")).startswith("attachment")), None)
         rich = next((p for kind, p in _parts(msg) if kind == "text/html"), None)
         memo["_text"] = (_decoded(plain) if plain is not None
                          else re.sub(r"<[^>]+>", " ", _decoded(rich)) if rich is not None else "")
@@ -299,22 +298,8 @@ def _flat(msg: Message) -> str:
         payload for part in msg.walk() if isinstance(payload := part.get_payload(), str))
 
 
-def _get(msg: Message, name: str, default: object = "") -> Any:
-    """`msg.get(name)` for a lowercase name, from a table made once per part: `get` compares
-    every header's name each time, and the checks ask a mail a dozen times."""
-    memo = vars(msg)
-    fields = memo.get("_fields")
-    if fields is None:
-        fields = memo["_fields"] = {}
-        for key, value in msg.raw_items():
-            fields.setdefault(key.lower(), (key, value))
-    if (found := fields.get(name)) is None:
-        return default
-    return msg.policy.header_fetch_parse(*found)
-
-
 def _header(msg: Message, name: str) -> str:
-    value = _get(msg, name.lower())
+    value = msg.get(name, "")
     if isinstance(value, str) and "=?" not in value:
         return " ".join(value.split())  # nothing encoded: decoding would return it as it is
     try:
