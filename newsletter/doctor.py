@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 from newsletter.config import Config
 from newsletter.errors import NewsletterError
-from newsletter.message import ascii_domain
+from newsletter.headers import ascii_domain
 
 OK, WARN, ERROR = "ok", "warn", "error"
 SYMBOLS = {OK: "✓", WARN: "⚠", ERROR: "✗"}

@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from newsletter.changes import ChangeLog
+from newsletter.headers import ascii_address
 from newsletter.journal import SendJournal, journals
-from newsletter.message import ascii_address
 from newsletter.transport import outbox_name
 
 

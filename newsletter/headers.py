@@ -328,3 +328,18 @@ def address(name: str, addr_spec: str, header_name: str) -> str:
     _place_phrase(line, name)
     line.place(f"<{addr_spec}>")
     return line.text()
+
+
+def ascii_domain(domain: str) -> str:
+    """A domain as DNS knows it: IDNA 2008 with UTS 46 (straße.de is xn--strae-oqa.de, not strasse.de)."""
+    if domain.isascii():
+        return domain
+    import idna  # only for a domain with umlauts
+
+    return idna.encode(domain, uts46=True).decode("ascii")
+
+
+def ascii_address(address: str) -> str:
+    """The address as it goes on the wire: an internationalised domain in its ASCII form."""
+    local, _, domain = address.rpartition("@")
+    return f"{local}@{ascii_domain(domain)}"

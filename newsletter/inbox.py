@@ -28,6 +28,7 @@ import hashlib
 import re
 import sqlite3
 import ssl
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -35,8 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from newsletter.errors import NewsletterError
+from newsletter.headers import ascii_domain
 from newsletter.journal import Row, SendJournal, journals
-from newsletter.message import ascii_domain
 from newsletter.returns import Failure, Kind, Ours, Returned
 from newsletter.sorting import Sorted, Sorter
 from newsletter.subscribers import (
@@ -53,7 +54,6 @@ from newsletter.subscribers import (
     now,
 )
 from newsletter.tokens import verify_token
-from newsletter.transport import ask_password, tls_context
 from newsletter.workspace import Workspace
 
 PASSWORD_ENV = "NEWSLETTER_IMAP_PASSWORD"  # noqa: S105 - the variable's name, not a password
@@ -285,6 +285,8 @@ def mailbox(workspace: Workspace) -> Iterator[Any]:
     from imapclient import IMAPClient
     from imapclient.exceptions import IMAPClientError, LoginError
 
+    from newsletter.transport import ask_password, tls_context  # smtplib and all: not before it is needed
+
     settings = workspace.config.imap
     if not settings.host:
         raise InboxError("kein Postfach eingerichtet: [imap] host in newsletter.toml fehlt")
@@ -368,6 +370,7 @@ def read_inbox(workspace: Workspace, dry_run: bool = False,
     report = InboxReport(settings.folder, dry_run)
     sent = SentMail(workspace)
     state = InboxState(workspace.state_dir / "inbox.sqlite")
+    preparing = _Meanwhile(lambda: Actor(workspace, sent, dry_run).ready())  # while the server answers
     try:
         with mailbox(workspace) as client:
             try:
@@ -387,7 +390,7 @@ def read_inbox(workspace: Workspace, dry_run: bool = False,
                 report.notes.append("Noch kein Versand: im Postfach gibt es nichts zuzuordnen.")
                 uids = []
             folders = Folders(client)
-            actor = Actor(workspace, sent, dry_run)
+            actor = preparing.result()  # before the sorter forks: no other thread then
             with Sorter(sent.ours, len(uids)) as sorter:
                 for start in range(0, len(uids), BATCH):
                     if stop():
@@ -398,8 +401,36 @@ def read_inbox(workspace: Workspace, dry_run: bool = False,
     except OSError as exc:
         raise InboxError(f"{settings.host}: Verbindung zum Postfach abgebrochen ({exc})") from None
     finally:
+        preparing.join()
         state.close()
     return report
+
+
+class _Meanwhile:
+    """A function run in a thread while this one waits for the server; `result()` joins it and
+    returns its value or raises its exception."""
+
+    def __init__(self, function: Callable[[], Any]) -> None:
+        self._outcome: list[Any] = []
+
+        def run() -> None:
+            try:
+                self._outcome[:] = [True, function()]
+            except BaseException as exc:  # noqa: BLE001 - handed to result()
+                self._outcome[:] = [False, exc]
+
+        self._thread = threading.Thread(target=run, name="newsletter-inbox-prepare", daemon=True)
+        self._thread.start()
+
+    def join(self) -> None:
+        self._thread.join()
+
+    def result(self) -> Any:
+        self.join()
+        ok, value = self._outcome
+        if not ok:
+            raise value
+        return value
 
 
 def _handle_batch(client: Any, folders: Folders, state: InboxState, actor: Actor, report: InboxReport,
@@ -486,6 +517,14 @@ class Actor:
         self.statuses: list[tuple[str, str, Event]] = []        # (subscriber id, address, what happened)
         self.soft: dict[str, set[Path]] = {}                     # subscriber id -> journals with a soft bounce
         self._people: SubscriberList | None = None
+
+    def ready(self) -> Actor:
+        """Read what deciding needs before the first mail arrives: the list (for tokens) and
+        flufl.bounce (the sorting helpers are forked afterwards and inherit it)."""
+        import flufl.bounce  # noqa: F401 - loaded once here rather than in every helper
+
+        self._listed()
+        return self
 
     def _listed(self) -> SubscriberList:
         if self._people is None:

@@ -24,8 +24,8 @@ import markupsafe
 
 from newsletter.config import toml_error_text
 from newsletter.errors import NewsletterError
-from newsletter.headers import encode_text
-from newsletter.message import address_header, ascii_address, list_id_value
+from newsletter.headers import ascii_address, encode_text
+from newsletter.message import address_header, list_id_value
 from newsletter.render import PlainText, markdown, mjml_to_html
 from newsletter.texts import texts
 from newsletter.tokens import UNSUBSCRIBE_WORD

@@ -20,14 +20,12 @@ from dataclasses import dataclass
 from email.utils import formatdate
 from typing import TYPE_CHECKING
 
-import idna
-
 from newsletter.config import Config
-from newsletter.headers import address, encode_phrase, encode_text
+from newsletter.headers import address, ascii_address, ascii_domain, encode_phrase, encode_text
 from newsletter.merge import UNSUBSCRIBE, UNSUBSCRIBE_SUBJECT, Slot, recipient_values
 from newsletter.tokens import unsubscribe_links
 
-if TYPE_CHECKING:  # the inbox and doctor need the address helpers here, not Jinja2 and the renderer
+if TYPE_CHECKING:  # building a message needs neither Jinja2 nor the renderer
     from newsletter.render import RenderedIssue
 
 CRLF = b"\r\n"
@@ -97,17 +95,6 @@ def _no_leading_dot(encoded: bytes) -> bytes:
 
 def encode_piece(text: str) -> bytes:
     return _no_leading_dot(_soft_end(_qp(text.replace("\r\n", "\n").replace("\n", "\r\n").encode("utf-8"))))
-
-
-def ascii_domain(domain: str) -> str:
-    """A domain as DNS knows it: IDNA 2008 with UTS 46 (straße.de is xn--strae-oqa.de, not strasse.de)."""
-    return domain if domain.isascii() else idna.encode(domain, uts46=True).decode("ascii")
-
-
-def ascii_address(address: str) -> str:
-    """The address as it goes on the wire: an internationalised domain in its ASCII form."""
-    local, _, domain = address.rpartition("@")
-    return f"{local}@{ascii_domain(domain)}"
 
 
 def address_header(name: str, address_spec: str, header_name: str = "To") -> str:

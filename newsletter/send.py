@@ -23,6 +23,7 @@ from typing import Any
 
 from newsletter.check import CheckReport, check_issue
 from newsletter.errors import NewsletterError, SubscriberError, TransportError
+from newsletter.headers import ascii_address
 from newsletter.issue import Issue
 from newsletter.journal import (
     DEFERRED,
@@ -36,7 +37,7 @@ from newsletter.journal import (
     journals,
     sent_today,
 )
-from newsletter.message import MessageFactory, Recipient, ascii_address, validate_message
+from newsletter.message import MessageFactory, Recipient, validate_message
 from newsletter.preview import SAMPLE, recipient_merge_values
 from newsletter.render import RenderedIssue
 from newsletter.replies import Reply, Verdict, may_be_a_streak, verdict
