@@ -28,8 +28,8 @@ import hashlib
 import re
 import sqlite3
 import ssl
-import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -370,7 +370,8 @@ def read_inbox(workspace: Workspace, dry_run: bool = False,
     report = InboxReport(settings.folder, dry_run)
     sent = SentMail(workspace)
     state = InboxState(workspace.state_dir / "inbox.sqlite")
-    preparing = _Meanwhile(lambda: Actor(workspace, sent, dry_run).ready())  # while the server answers
+    meanwhile = ThreadPoolExecutor(1, thread_name_prefix="newsletter-inbox")  # while the server answers
+    preparing = meanwhile.submit(lambda: Actor(workspace, sent, dry_run).ready())
     try:
         with mailbox(workspace) as client:
             try:
@@ -390,7 +391,8 @@ def read_inbox(workspace: Workspace, dry_run: bool = False,
                 report.notes.append("Noch kein Versand: im Postfach gibt es nichts zuzuordnen.")
                 uids = []
             folders = Folders(client)
-            actor = preparing.result()  # before the sorter forks: no other thread then
+            actor = preparing.result()
+            meanwhile.shutdown()  # its thread joined: the sorter forks only when there is no other
             with Sorter(sent.ours, len(uids)) as sorter:
                 for start in range(0, len(uids), BATCH):
                     if stop():
@@ -401,36 +403,9 @@ def read_inbox(workspace: Workspace, dry_run: bool = False,
     except OSError as exc:
         raise InboxError(f"{settings.host}: Verbindung zum Postfach abgebrochen ({exc})") from None
     finally:
-        preparing.join()
+        meanwhile.shutdown()
         state.close()
     return report
-
-
-class _Meanwhile:
-    """A function run in a thread while this one waits for the server; `result()` joins it and
-    returns its value or raises its exception."""
-
-    def __init__(self, function: Callable[[], Any]) -> None:
-        self._outcome: list[Any] = []
-
-        def run() -> None:
-            try:
-                self._outcome[:] = [True, function()]
-            except BaseException as exc:  # noqa: BLE001 - handed to result()
-                self._outcome[:] = [False, exc]
-
-        self._thread = threading.Thread(target=run, name="newsletter-inbox-prepare", daemon=True)
-        self._thread.start()
-
-    def join(self) -> None:
-        self._thread.join()
-
-    def result(self) -> Any:
-        self.join()
-        ok, value = self._outcome
-        if not ok:
-            raise value
-        return value
 
 
 def _handle_batch(client: Any, folders: Folders, state: InboxState, actor: Actor, report: InboxReport,
