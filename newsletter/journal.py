@@ -366,6 +366,15 @@ class SendJournal:
         return self.db.execute(
             "SELECT MIN(next_attempt_at) FROM recipients WHERE state = ?", (DEFERRED,)).fetchone()[0]
 
+    def waiting_reply(self) -> str:
+        """The server's reply ("451 4.7.1 Greylisted …") that keeps the first-due deferred row waiting."""
+        found = self.db.execute("SELECT last_code, last_reply FROM recipients WHERE state = ? AND last_reply"
+                                " IS NOT NULL ORDER BY next_attempt_at LIMIT 1", (DEFERRED,)).fetchone()
+        if found is None:
+            return ""
+        code, text = found
+        return f"{code} {text}".strip() if code else text  # as the Reply itself reads
+
     # -- changing -------------------------------------------------------------------------
 
     def recover(self) -> int:

@@ -236,7 +236,8 @@ class SendRun:
         return SendSummary(
             counts=counts, outcome=self._outcome(counts), transport=self.description,
             seconds=time.monotonic() - started, delivered_now=self.delivered,
-            failed_now=self.failed_now, bounced_now=self.bounced_now, stop_reply=self.stop_reply,
+            failed_now=self.failed_now, bounced_now=self.bounced_now,
+            stop_reply=self.stop_reply or (self.journal.waiting_reply() if counts[DEFERRED] else ""),
             next_retry=self.journal.earliest_retry(),
         )
 
