@@ -13,6 +13,8 @@ gets a fresh Dovecot with the same mails (filled by IMAP APPEND, not timed).
          the journal and subscriber changes, the moves into Newsletter/… folders, the state.
 - floor: the same login, `UID SEARCH` and one `FETCH BODY.PEEK[]` per 50 mails with IMAPClient,
          and nothing else: what reading the mails costs at all (ours asks for their size too).
+- parsed: the floor with each mail read by the standard library's MIME parser in the same
+         process, the least any sorting of the mails by their parts does (shown for scale).
 
 Needs Debian's dovecot-imapd and root (Dovecot's own users). Never run by the tests.
 """
@@ -147,9 +149,9 @@ def run_ours(ws: Workspace, ca: trustme.CA, messages: list[bytes], pristine: Pat
 
 
 FLOOR = r"""
-import ssl, sys, time
+import email, ssl, sys, time
 from imapclient import IMAPClient
-port, ca = int(sys.argv[1]), sys.argv[2]
+port, ca, parse = int(sys.argv[1]), sys.argv[2], sys.argv[3] == "parse"
 started = time.perf_counter()
 context = ssl.create_default_context(cafile=ca)
 client = IMAPClient("127.0.0.1", port, ssl=False, timeout=60)
@@ -161,16 +163,20 @@ size = 0
 for start in range(0, len(uids), 50):
     for data in client.fetch(uids[start:start + 50], ["BODY.PEEK[]"]).values():
         size += len(data[b"BODY[]"])
+        if parse:
+            email.message_from_bytes(data[b"BODY[]"])
 client.logout()
 print(len(uids), size, time.perf_counter() - started)
 """
 
 
-def run_floor(ca_path: Path, ca: trustme.CA, messages: list[bytes]) -> float:
+def run_floor(ca_path: Path, ca: trustme.CA, messages: list[bytes], parse: bool = False) -> float:
+    """The bare fetch; with `parse`, each mail also read by the standard library's MIME parser."""
     server = fresh_server(ca, messages)
     try:
         started = time.perf_counter()
-        result = subprocess.run([sys.executable, "-c", FLOOR, str(server.port), str(ca_path)],
+        result = subprocess.run([sys.executable, "-c", FLOOR, str(server.port), str(ca_path),
+                                 "parse" if parse else "fetch"],
                                 capture_output=True, text=True, check=True)
         seconds = time.perf_counter() - started
         if int(result.stdout.split()[0]) != len(messages):
@@ -198,16 +204,18 @@ def main() -> None:
         megabytes = sum(map(len, messages)) / 1e6
         print(f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs; {args.count:,} mails ({megabytes:.1f} MB) "
               f"in Dovecot on 127.0.0.1 (STARTTLS); {PEOPLE} people in the journal")
-        ours, floor = [], []
+        ours, floor, parsed = [], [], []
         for _ in range(args.repeat):  # interleaved, so a noisy moment does not hit one side only
             ours.append(run_ours(ws, ca, messages, pristine))
             floor.append(run_floor(ws.root / "ca.pem", ca, messages))
-        o, f = statistics.median(ours), statistics.median(floor)
+            parsed.append(run_floor(ws.root / "ca.pem", ca, messages, parse=True))
+        o, f, fp = statistics.median(ours), statistics.median(floor), statistics.median(parsed)
         print()
         print("| | seconds | mails/s | runs (mails/s) |")
         print("|---|---:|---:|---|")
         for name, value, runs in (("newsletter inbox, end to end", o, ours),
-                                  ("bare IMAPClient fetch (floor)", f, floor)):
+                                  ("bare IMAPClient fetch (floor)", f, floor),
+                                  ("the same, each mail parsed by `email` (one process)", fp, parsed)):
             spread = ", ".join(f"{args.count / r:,.0f}" for r in sorted(runs))
             print(f"| {name} | {value:.2f} | {args.count / value:,.0f} | {spread} |")
         ratio = f / o
